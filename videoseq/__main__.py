@@ -1,0 +1,3 @@
+from videoseq.cli import entry
+
+entry()

@@ -1,0 +1,62 @@
+"""`videoseq` command line: parse, dispatch to one command module, turn errors into one line.
+
+Each command lives in `videoseq/commands/<name>.py` and defines `HELP`, `add_arguments(parser)` and
+`run(args) -> int`. Command modules import heavy libraries (torch, cv2) inside `run`, so `--help`
+and argument errors stay instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from videoseq import __version__
+from videoseq.errors import VideoseqError
+
+COMMANDS = ("demo", "generate", "scan", "compare", "train", "evaluate", "classify", "run", "serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videoseq",
+        description="Classify videos as sequences of frames; measure whether memory over time helps.")
+    parser.add_argument("--version", action="version", version=f"videoseq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"videoseq.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"videoseq.commands.{name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._module.run(args) or 0)
+    except VideoseqError as e:
+        if args.debug:
+            raise
+        print(f"videoseq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"videoseq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Exceptions for bad input. Each renders as one line that names the input and the reason."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VideoseqError(Exception):
+    """Base class: anything the CLI reports as a one-line error instead of a traceback."""
+
+
+class VideoReadError(VideoseqError):
+    """A video that cannot be used: `VideoReadError(path, "truncated after 12 frames")`."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class ConfigError(VideoseqError):
+    """A configuration file or `--set` override that does not fit the config schema."""
+
+
+class DatasetError(VideoseqError):
+    """A dataset root that cannot be used as given (layout, splits, groups, manifest)."""
+
+
+class BundleError(VideoseqError):
+    """A model bundle that cannot be loaded (missing, corrupt, incompatible)."""
