@@ -1,0 +1,175 @@
+"""The frame cache: sampled clips stored per video, keyed by file content and sampling parameters.
+
+    cache = FrameCache(default_cache_dir(cfg.runtime) / "frames")
+    clip = cache.load_or_extract("a/clip.mp4", cfg.sampling, size=112)         # view 0: segment centres
+    report = extract_dataset(index, cache, cfg.sampling, size=112, views=cfg.sampling.train_views)
+
+An entry is `<root>/<digest[:2]>/<digest>_t<T>_s<S>_<short>_v<view>.npz` with the arrays `frames`
+(T, S, S, 3) uint8, `indices` (T,) int64, `mask` (T,) bool and `info` (the VideoInfo as JSON). The
+digest is blake2b of the file's bytes, so a renamed or copied video hits and an edited one misses.
+Entries are written atomically (temp file, fsync, rename); an entry that does not load is a miss and is
+rewritten. View 0 samples segment centres; view k > 0 samples a random position per segment with an rng
+seeded by (digest, k), so every view is reproducible.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from videoseq.atomic import atomic_save_npz
+from videoseq.config import RuntimeConfig, SamplingConfig
+from videoseq.errors import VideoReadError
+from videoseq.pool import JobCrash, run_jobs
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1                              # bump when the entry layout changes: old entries become misses
+_CHUNK = 1 << 20
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (abs path, size, mtime_ns) -> digest, per process
+
+
+def default_cache_dir(runtime: RuntimeConfig) -> Path:
+    """`runtime.cache_dir`, else `$VIDEOSEQ_CACHE`, else `~/.cache/videoseq`."""
+    chosen = runtime.cache_dir or os.environ.get("VIDEOSEQ_CACHE") or "~/.cache/videoseq"
+    return Path(chosen).expanduser()
+
+
+def file_digest(path: str | Path) -> str:
+    """blake2b (128 bit, hex) of the file's bytes; memoised per (path, size, mtime_ns) in this process."""
+    p = os.path.abspath(path)
+    st = os.stat(p)
+    key = (p, st.st_size, st.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.blake2b(digest_size=16)
+        with open(p, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        digest = _DIGESTS[key] = h.hexdigest()
+    return digest
+
+
+class FrameCache:
+    """Clips on disk under `root` (e.g. `<cache_dir>/frames`); safe to share between processes."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"FrameCache({str(self.root)!r})"
+
+    def entry_path(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int = 0) -> Path:
+        digest = file_digest(path)
+        return self._entry(digest, sampling, size, view)
+
+    def load_or_extract(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int = 0):
+        """The clip of `path` for (sampling.frames, size, sampling.short, view): from the cache, or decoded
+        and stored. Raises `VideoReadError` when the video cannot be decoded. Returns a `video.Clip`."""
+        clip, _ = self._fetch(path, sampling, size=size, view=view)
+        return clip
+
+    def ensure(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int = 0) -> bool:
+        """Make sure the entry exists; True when it was already cached, False when it was extracted now."""
+        _, hit = self._fetch(path, sampling, size=size, view=view)
+        return hit
+
+    def _fetch(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int):
+        if view < 0:
+            raise ValueError(f"view must be >= 0, got {view}")
+        try:
+            digest = file_digest(path)
+        except OSError as e:
+            raise VideoReadError(path, f"cannot open ({e.strerror or e})") from None
+        entry = self._entry(digest, sampling, size, view)
+        clip = self._load(entry, path, sampling.frames, size) if entry.exists() else None
+        if clip is not None:
+            return clip, True
+        clip = self._extract(path, digest, sampling, size, view)
+        atomic_save_npz(entry, frames=clip.frames, indices=clip.indices, mask=clip.mask,
+                        info=np.array(json.dumps(clip.info._asdict())), format=np.array(CACHE_FORMAT))
+        return clip, False
+
+    def _entry(self, digest: str, sampling: SamplingConfig, size: int, view: int) -> Path:
+        name = f"{digest}_t{sampling.frames}_s{size}_{sampling.short}_v{view}.npz"
+        return self.root / digest[:2] / name
+
+    @staticmethod
+    def _extract(path: str | Path, digest: str, sampling: SamplingConfig, size: int, view: int):
+        from videoseq.video import read_frames
+
+        if view == 0:
+            return read_frames(path, count=sampling.frames, size=size, mode="uniform", short=sampling.short)
+        rng = np.random.default_rng([int(digest[:16], 16), view])
+        return read_frames(path, count=sampling.frames, size=size, mode="random", rng=rng, short=sampling.short)
+
+    @staticmethod
+    def _load(entry: Path, path: str | Path, count: int, size: int):
+        """The stored clip, or None (a miss) when the entry is corrupt, partial or from another format."""
+        from videoseq.video import Clip, VideoInfo
+
+        try:
+            with np.load(entry) as z:
+                if int(z["format"]) != CACHE_FORMAT:
+                    return None
+                frames, indices, mask = z["frames"], z["indices"], z["mask"]
+                info = json.loads(str(z["info"]))
+            if (frames.shape != (count, size, size, 3) or frames.dtype != np.uint8
+                    or indices.shape != (count,) or mask.shape != (count,) or mask.dtype != np.bool_):
+                raise ValueError(f"arrays of the wrong shape {frames.shape} {indices.shape} {mask.shape}")
+            info = VideoInfo(**{**info, "path": str(path)})   # the same content may live under a new name
+        except Exception as e:  # zip/npz/JSON/field errors all mean the same thing: not a usable entry
+            log.warning("cache entry %s is unusable (%s: %s); extracting again", entry, type(e).__name__, e)
+            return None
+        return Clip(frames=frames, indices=indices.astype(np.int64), mask=mask, info=info)
+
+
+class ExtractReport(NamedTuple):
+    extracted: int                      # clips decoded and stored by this call
+    cached: int                         # clips that were already in the cache
+    failed: list[tuple[str, str]]       # (path, reason) of videos that could not be decoded
+
+
+def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size: int, views: int = 1,
+                    workers: int = 2, progress: bool = True) -> ExtractReport:
+    """Extract every usable entry of a `DatasetIndex` into `cache`: views 0..views-1 for train videos,
+    view 0 for val/test, in up to `workers` processes (0 = in-process). A video that fails to decode is
+    reported in `failed` and marked in the index (`index.mark_failed`); the others go on."""
+    jobs = []
+    for e in index.ok():
+        for view in range(max(1, views) if e.split == "train" else 1):
+            jobs.append((str(cache.root), e.path, sampling, size, view))
+    results = run_jobs(_extract_job, jobs, workers=workers, progress=progress, desc="extract", unit="clip")
+    extracted = cached = 0
+    failed: dict[str, str] = {}
+    for (_, path, *_), res in zip(jobs, results):
+        if isinstance(res, JobCrash):
+            res = (None, "unreadable: decoder crashed")
+        hit, reason = res
+        if reason is not None:
+            failed.setdefault(path, reason)
+        elif hit:
+            cached += 1
+        else:
+            extracted += 1
+    for path, reason in failed.items():
+        index.mark_failed(path, reason)
+        log.warning("%s: %s; left out", path, reason)
+    log.info("extract: %d extracted, %d cached, %d failed", extracted, cached, len(failed))
+    return ExtractReport(extracted=extracted, cached=cached, failed=sorted(failed.items()))
+
+
+def _extract_job(root: str, path: str, sampling: SamplingConfig, size: int, view: int) -> tuple[bool | None, str | None]:
+    """(was cached, None) or (None, reason). Runs in a pool worker; never raises for a bad video."""
+    try:
+        return FrameCache(root).ensure(path, sampling, size=size, view=view), None
+    except VideoReadError as e:
+        return None, e.reason
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        return None, f"unreadable: {type(e).__name__}: {first}".rstrip(": ")

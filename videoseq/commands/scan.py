@@ -1,0 +1,66 @@
+"""`videoseq scan ROOT`: index and validate a dataset; print counts per class and split, and every
+skipped file with its reason. Exit 0 when at least one video is usable, 2 when none (or the layout
+cannot be used)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from videoseq.commands.common import add_config_arguments, config_from_args
+
+HELP = "index and validate a dataset; print counts per class and split, and every skipped file"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", metavar="ROOT", help="dataset folder (class folders, train/val/test, or manifest.csv)")
+    p.add_argument("--json", action="store_true", help="print the index as JSON on stdout")
+    p.add_argument("--group-regex", metavar="R",
+                   help=r"group of a file from its name (first capture group), e.g. '_g(\d+)_' for UCF101")
+    p.add_argument("--index-out", metavar="FILE", help="also write the index as JSON to FILE")
+    p.add_argument("--workers", type=int, metavar="N", help="probe processes (default: runtime.workers)")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from videoseq.dataset import scan_dataset
+
+    cfg = config_from_args(args)
+    if args.group_regex is not None:
+        cfg.data.group_regex = args.group_regex
+    workers = cfg.runtime.workers if args.workers is None else args.workers
+    index = scan_dataset(args.root, cfg.data, workers=workers,
+                         progress=cfg.runtime.progress and sys.stderr.isatty())
+    if args.index_out:
+        index.to_json(args.index_out)
+    if args.json:
+        print(json.dumps(index.to_dict(), indent=2))
+    else:
+        print(render(index, seed=cfg.data.split_seed))
+    return 0 if index.ok() else 2
+
+
+def render(index, *, seed: int) -> str:
+    """A table of usable videos per class and split, then the skipped files with their reasons."""
+    counts = index.counts()
+    splits = list(counts)
+    how = {"videoseq": f"split made by videoseq, seed {seed}", "layout": "splits as given",
+           "layout+val": f"splits as given, val carved from train with seed {seed}"}
+    how = how.get(index.split_source, index.split_source)
+    lines = [f"{index.root}", f"layout: {index.layout} ({how}); {len(index.classes)} classes, "
+             f"{len(index.ok())} usable of {len(index.entries)} video files"]
+    width = max([len("class"), len("total")] + [len(c) for c in index.classes])
+    lines.append(f"  {'class':<{width}}" + "".join(f"{s:>8}" for s in splits) + f"{'total':>8}")
+    for c in index.classes:
+        row = [counts[s][c] for s in splits]
+        lines.append(f"  {c:<{width}}" + "".join(f"{n:>8}" for n in row) + f"{sum(row):>8}")
+    totals = [sum(counts[s].values()) for s in splits]
+    lines.append(f"  {'total':<{width}}" + "".join(f"{n:>8}" for n in totals) + f"{sum(totals):>8}")
+    skipped = index.skipped()
+    if skipped:
+        lines.append(f"skipped {len(skipped)} file(s):")
+        lines += [f"  {index.relpath(e)}: {e.status}" for e in skipped]
+    else:
+        lines.append("skipped: none")
+    return "\n".join(lines)
+

@@ -1,0 +1,197 @@
+"""The dataset index: every video file of a root, its label, split, group and status.
+
+    index = scan_dataset("my_videos", DataConfig(group_regex=r"_g(\\d+)_"), workers=2, progress=True)
+    index.counts()        # {"train": {"a": 14, "b": 14}, "val": {...}, "test": {...}}
+    index.skipped()       # [VideoEntry(path=".../b/cut.mp4", ..., status="unreadable: truncated after 3 frames")]
+    index.to_json("runs/x/index.json")
+
+Every candidate file is probed (frames counted by decoding) in a bounded process pool; a broken file
+becomes an entry with the reason it is skipped, never an exception. Splits come from the layout
+(`layouts.py`) or from `splits.make_splits` over the usable videos, and are validated either way.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videoseq.atomic import atomic_write_json
+from videoseq.config import DataConfig
+from videoseq.errors import DatasetError, VideoReadError
+from videoseq.layouts import find_videos
+from videoseq.pool import JobCrash, run_jobs
+from videoseq.splits import SPLITS, SplitItem, check_splits, make_splits
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = 1
+
+
+@dataclass
+class VideoEntry:
+    path: str                      # absolute path of the file
+    label: str                     # class name ("" for a file in no class folder)
+    split: str                     # "train" | "val" | "test"; "" for a skipped file no layout put in a split
+    group: str | None              # clips of one group never span two splits; None = its own group
+    status: str = "ok"             # "ok" or why the file is skipped ("cannot open", "too short (3 < 8)", ...)
+    num_frames: int | None = None  # frames counted by decoding at scan time; None when it could not be read
+
+
+@dataclass
+class DatasetIndex:
+    root: str                      # absolute dataset root
+    layout: str                    # "folders" | "splits" | "manifest"
+    classes: list[str]             # sorted class names; a label's position here is its class id
+    entries: list[VideoEntry] = field(default_factory=list)  # sorted by path
+    split_source: str = "videoseq"  # "videoseq" (made by make_splits), "layout" (as given), "layout+val" (val carved)
+
+    def ok(self, split: str | None = None) -> list[VideoEntry]:
+        return [e for e in self.entries if e.status == "ok" and (split is None or e.split == split)]
+
+    def skipped(self) -> list[VideoEntry]:
+        return [e for e in self.entries if e.status != "ok"]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """split -> class -> usable videos, for every split that has any (every class listed, zeros too)."""
+        counts: dict[str, dict[str, int]] = {}
+        for split in SPLITS:
+            n = Counter(e.label for e in self.ok(split))
+            if n:
+                counts[split] = {c: n.get(c, 0) for c in self.classes}
+        return counts
+
+    def mark_failed(self, path: str, reason: str) -> None:
+        """Record that a file found usable at scan time failed later (e.g. decoding broke mid-way)."""
+        target = os.path.abspath(path)
+        for e in self.entries:
+            if os.path.abspath(e.path) == target:
+                e.status = reason
+                return
+        raise KeyError(f"{path} is not in the index of {self.root}")
+
+    def relpath(self, entry: VideoEntry) -> str:
+        return Path(os.path.relpath(entry.path, self.root)).as_posix()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: entry paths relative to `root`."""
+        return {"format": INDEX_FORMAT, "root": self.root, "layout": self.layout, "classes": self.classes,
+                "split_source": self.split_source,
+                "entries": [{**asdict(e), "path": self.relpath(e)} for e in self.entries]}
+
+    def to_json(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "index") -> DatasetIndex:
+        try:
+            if raw.get("format") != INDEX_FORMAT:
+                raise ValueError(f"format {raw.get('format')!r}, expected {INDEX_FORMAT}")
+            root = str(raw["root"])
+            entries = [VideoEntry(**{**e, "path": os.path.normpath(os.path.join(root, e["path"]))})
+                       for e in raw["entries"]]
+            return cls(root=root, layout=str(raw["layout"]), classes=list(raw["classes"]), entries=entries,
+                       split_source=str(raw.get("split_source", "videoseq")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DatasetError(f"{source}: not a videoseq dataset index ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> DatasetIndex:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DatasetError(f"{path}: cannot read the dataset index ({e})") from None
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{path}: not a videoseq dataset index (not a JSON object)")
+        return cls.from_dict(raw, source=str(path))
+
+
+def probe_status(path: str, min_frames: int) -> tuple[str, int | None]:
+    """("ok", frames) or (why the file is unusable, frames or None). Never raises: runs in pool workers."""
+    from videoseq.video import probe
+
+    try:
+        info = probe(path, count_frames=True)
+    except VideoReadError as e:
+        return e.reason, None
+    except Exception as e:  # a decoder error we did not foresee must not end the scan
+        first = (str(e).strip().splitlines() or [""])[0]
+        return f"unreadable: {type(e).__name__}: {first}".rstrip(": "), None
+    n = int(info.num_frames)
+    if n <= 0:
+        return "no frames", 0
+    if n < min_frames:
+        return f"too short ({n} < {min_frames})", n
+    return "ok", n
+
+
+def scan_dataset(root: str | Path, data: DataConfig, *, workers: int = 2, progress: bool = False) -> DatasetIndex:
+    """Index every video under `root`, probe each (in `workers` processes; 0 = in-process), split, validate.
+
+    Raises `DatasetError` when the layout is unusable, no file is usable, a class has no usable video,
+    a class is too small to split, or explicit splits miss a class / share a group.
+    """
+    root = Path(os.path.abspath(os.path.expanduser(str(root))))
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    layout, found = find_videos(root, data)
+    if not found:
+        raise DatasetError(f"{root}: no video files (layout {layout}; extensions {', '.join(data.extensions)})")
+
+    todo = [f for f in found if not f.status]
+    results = run_jobs(probe_status, [(str(root / f.rel), data.min_frames) for f in todo],
+                       workers=workers, progress=progress, desc="scan")
+    probed = {}
+    for f, res in zip(todo, results):
+        probed[f.rel] = ("unreadable: decoder crashed", None) if isinstance(res, JobCrash) else res
+    entries = [VideoEntry(path=str(root / f.rel), label=f.label, split=f.split, group=f.group,
+                          status=probed.get(f.rel, (f.status, None))[0],
+                          num_frames=probed.get(f.rel, (None, None))[1]) for f in found]
+    index = DatasetIndex(root=str(root), layout=layout,
+                         classes=sorted({e.label for e in entries if e.label}), entries=entries)
+    _require_usable(index)
+    _assign_splits(index, data, explicit=any(f.split for f in found))
+    ok = index.ok()
+    log.info("%s: %d usable videos of %d, %d classes, layout %s", root, len(ok), len(entries),
+             len(index.classes), layout)
+    return index
+
+
+def _require_usable(index: DatasetIndex) -> None:
+    skipped = index.skipped()
+    if not index.ok():
+        e = skipped[0]
+        raise DatasetError(f"{index.root}: none of the {len(skipped)} video files is usable "
+                           f"(e.g. {index.relpath(e)}: {e.status})")
+    for label in index.classes:
+        if not any(e.label == label for e in index.ok()):
+            bad = [e for e in skipped if e.label == label]
+            raise DatasetError(f"class {label!r} has no usable video ({len(bad)} skipped, e.g. "
+                               f"{index.relpath(bad[0])}: {bad[0].status})")
+
+
+def _assign_splits(index: DatasetIndex, data: DataConfig, *, explicit: bool) -> None:
+    """Fill in `split` for the usable entries: made here (folders, split-less manifest) or checked
+    and completed (explicit splits; a missing val is carved from train, stratified and group-aware)."""
+    ok = index.ok()
+    items = {index.relpath(e): (e, SplitItem(index.relpath(e), e.label, e.group)) for e in ok}
+    index.split_source = "layout" if explicit else "videoseq"
+    if not explicit:
+        assignment = make_splits([it for _, it in items.values()],
+                                 fractions={"val": data.val_fraction, "test": data.test_fraction},
+                                 seed=data.split_seed)
+    else:
+        assignment = {key: e.split for key, (e, _) in items.items()}
+        present = [s for s in SPLITS if s in set(assignment.values())]
+        check_splits([it for _, it in items.values()], assignment,
+                     required=[s for s in SPLITS if s in present or s != "val"])
+        if "val" not in present and data.val_fraction > 0:
+            index.split_source = "layout+val"
+            train = [it for e, it in items.values() if e.split == "train"]
+            assignment.update(make_splits(train, fractions={"val": data.val_fraction},
+                                          seed=data.split_seed, where=" in train"))
+    for key, (e, _) in items.items():
+        e.split = assignment[key]
