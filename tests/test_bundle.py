@@ -1,0 +1,192 @@
+"""Model bundles: a round trip rebuilds the same model; every broken bundle is one clear BundleError."""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from videoseq.bundle import choose_bundle, find_bundles, load_bundle, read_bundle_meta, save_bundle
+from videoseq.config import Config, config_from_dict
+from videoseq.errors import BundleError
+
+CLASSES = ["left", "right", "still"]
+
+
+def tiny_config(*, frames: int = 4, size: int = 32) -> Config:
+    return config_from_dict({
+        "model": {"encoder": "small_cnn", "weights": None, "pooling": "avg", "hidden": 8, "dropout": 0.0},
+        "sampling": {"frames": frames, "size": size},
+    })
+
+
+def make_bundle(dest: Path, *, head: str = "lstm", classes: list[str] = CLASSES, seed: int = 0,
+                config: Config | None = None, val_accuracy: float = 0.5) -> Path:
+    """A real (untrained, seeded) small_cnn + head classifier saved as a bundle."""
+    from videoseq.models import build_model
+
+    config = config or tiny_config()
+    torch.manual_seed(seed)
+    model = build_model(config.model, head, len(classes))
+    return save_bundle(dest, model=model, head=head, config=config, classes=classes,
+                       metrics={"val_accuracy": val_accuracy, "epochs": 1})
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "bundle")
+
+
+def _edit_config(bundle: Path, **changes) -> None:
+    meta = json.loads((bundle / "config.json").read_text())
+    for dotted, value in changes.items():
+        node = meta
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (bundle / "config.json").write_text(json.dumps(meta))
+
+
+def test_round_trip_rebuilds_the_same_model(bundle_dir: Path) -> None:
+    from videoseq.models import build_model
+
+    assert sorted(p.name for p in bundle_dir.iterdir()) == ["config.json", "metrics.json", "model.pt"]
+    assert [p.name for p in bundle_dir.parent.iterdir()] == ["bundle"]  # no temp folders left
+    meta = read_bundle_meta(bundle_dir)
+    assert meta["head"] == "lstm" and meta["classes"] == CLASSES
+    assert meta["encoder"]["name"] == "small_cnn" and meta["sampling"] == {"frames": 4, "size": 32, "short": "repeat"}
+    assert len(meta["encoder"]["mean"]) == 3 and meta["config"]["model"]["hidden"] == 8
+
+    bundle = load_bundle(bundle_dir)
+    assert (bundle.head, bundle.classes, bundle.size, bundle.frames) == ("lstm", CLASSES, 32, 4)
+    assert bundle.val_accuracy == 0.5 and not bundle.model.training
+
+    torch.manual_seed(0)  # the same seed rebuilds the same weights as make_bundle
+    original = build_model(tiny_config().model, "lstm", 3).eval()
+    x = torch.randn(2, 4, 3, 32, 32)                            # (B, T, 3, S, S)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    with torch.inference_mode():
+        assert torch.equal(bundle.model(x, mask), original(x, mask))  # (B, C)
+    state = torch.load(bundle_dir / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_saving_again_replaces_the_bundle_atomically(tmp_path: Path) -> None:
+    make_bundle(tmp_path / "b", seed=0)
+    make_bundle(tmp_path / "b", head="gru", seed=1, classes=["a", "b"])
+    assert load_bundle(tmp_path / "b").head == "gru"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_loading_never_uses_the_configured_weights(tmp_path: Path) -> None:
+    """The config names weights that do not exist here; the bundle's state dict is all that is read."""
+    cfg = tiny_config()
+    from videoseq.models import build_model
+    model = build_model(cfg.model, "gru", 3)
+    cfg.model.weights = str(tmp_path / "nowhere" / "weights.pt")
+    save_bundle(tmp_path / "b", model=model, head="gru", config=cfg, classes=CLASSES, metrics={})
+    assert load_bundle(tmp_path / "b").head == "gru"
+
+
+def test_run_folder_picks_the_best_validation_head(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_bundle(run / "models" / "per_frame", head="per_frame", val_accuracy=0.6)
+    make_bundle(run / "models" / "lstm", head="lstm", val_accuracy=0.9)
+    assert set(find_bundles(run)) == {"per_frame", "lstm"}
+    assert choose_bundle(run) == run / "models" / "lstm"
+    assert choose_bundle(run, head="per_frame") == run / "models" / "per_frame"
+    assert load_bundle(run).head == "lstm"
+    with pytest.raises(BundleError, match=r"no 'gru' model; it has: lstm, per_frame"):
+        choose_bundle(run, head="gru")
+
+
+def _unlink(p: Path) -> None:
+    p.unlink()
+
+
+def _write(p: Path, text: str) -> None:
+    p.write_text(text)
+
+
+def _corrupt_bytes(b: Path) -> None:
+    (b / "model.pt").write_bytes(b"\x00garbage" * 50)
+
+
+def _truncate_zip(b: Path) -> None:
+    data = (b / "model.pt").read_bytes()
+    (b / "model.pt").write_bytes(data[: len(data) // 2])
+
+
+def _strings_not_tensors(b: Path) -> None:
+    torch.save({"weights": "not a tensor"}, b / "model.pt")
+
+
+BROKEN = [
+    (lambda b: b.with_name("missing"), r"missing: no such model bundle"),
+    (lambda b: b / "model.pt", r"not a model bundle \(expected a folder"),
+    (lambda b: _unlink(b / "config.json") or b, r"not a model bundle \(missing config.json\)"),
+    (lambda b: _write(b / "config.json", "{oops") or b, r"config.json is not valid JSON"),
+    (lambda b: _corrupt_bytes(b) or b, r"model.pt: corrupt or not a torch file"),
+    (lambda b: _truncate_zip(b) or b, r"model.pt: corrupt or not a torch file"),
+    (lambda b: _strings_not_tensors(b) or b, r"model.pt: expected a state dict of tensors"),
+    (lambda b: _edit_config(b, encoder__name="vit_huge") or b,
+     r"unknown encoder 'vit_huge' in config.json; this videoseq has: .*small_cnn"),
+    (lambda b: _edit_config(b, head="transformer") or b,
+     r"unknown head 'transformer' in config.json; this videoseq has: .*lstm"),
+    (lambda b: _edit_config(b, classes=CLASSES + ["extra"]) or b,
+     r"config.json lists 4 classes but model.pt's \S+ has 3 outputs"),
+    (lambda b: _edit_config(b, config__model__hidden=16) or b, r"model.pt's \S+ has shape"),
+    (lambda b: _edit_config(b, format_version=99, videoseq_version="3.1.0") or b,
+     r"bundle format 99 \(written by videoseq 3.1.0\) is not readable by videoseq"),
+    (lambda b: _edit_config(b, videoseq_version="0.9.0") or b,
+     r"written by videoseq 0.9.0, incompatible with videoseq 0.1"),
+    (lambda b: _edit_config(b, format="something-else") or b, r"not a videoseq bundle config"),
+]
+
+
+@pytest.mark.parametrize("breaks, message", BROKEN, ids=[
+    "missing", "file", "no-config", "bad-json", "garbage-model", "truncated-model", "not-tensors",
+    "unknown-encoder", "unknown-head", "class-count", "head-size", "format-version", "library-version",
+    "not-a-bundle-config"])
+def test_broken_bundles_say_what_is_wrong(bundle_dir: Path, breaks, message: str) -> None:
+    target = breaks(bundle_dir)
+    with pytest.raises(BundleError, match=message) as err:
+        load_bundle(target)
+    assert "\n" not in str(err.value) and str(target) in str(err.value)
+
+
+class _Payload:
+    """Unpickling this calls open(marker, "w"), i.e. creates the marker file: code that runs on load."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_does_not_run(bundle_dir: Path, tmp_path: Path) -> None:
+    state = torch.load(bundle_dir / "model.pt", weights_only=True)
+    probe = tmp_path / "probe-ran"
+    torch.save({**state, "extra": _Payload(probe)}, tmp_path / "probe.pt")
+    torch.load(tmp_path / "probe.pt", weights_only=False)  # the payload is real: unsafe loading runs it
+    assert probe.exists()
+
+    marker = tmp_path / "payload-ran"
+    torch.save({**state, "extra": _Payload(marker)}, bundle_dir / "model.pt")
+    assert zipfile.is_zipfile(bundle_dir / "model.pt")
+    with pytest.raises(BundleError, match=r"refused to load: it holds objects other than tensors \(\S*open\)"):
+        load_bundle(bundle_dir)
+    assert not marker.exists()
+
+
+def test_a_plain_pickle_is_refused_too(bundle_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    (bundle_dir / "model.pt").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    with pytest.raises(BundleError, match=r"model.pt: refused to load: .*\(\S*open\)"):
+        load_bundle(bundle_dir)
+    assert not marker.exists()
