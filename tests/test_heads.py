@@ -1,0 +1,178 @@
+"""Temporal heads: every registered head, with tiny real tensors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videoseq.errors import VideoseqError
+from videoseq.heads import build_head, list_heads
+
+HEADS = list_heads()
+TEMPORAL = [h for h in HEADS if h != "per_frame"]
+D, C, T = 12, 3, 6
+
+
+def make(name: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kw = {"hidden": 8, "layers": 2, "dropout": 0.2, **kw}
+    return build_head(name, D, C, **kw).eval()
+
+
+def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    x = torch.randn(3, T, D)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    return x, mask
+
+
+def test_registry_has_the_documented_heads():
+    assert set(HEADS) == {"per_frame", "rnn", "lstm", "gru", "conv1d"}
+
+
+def test_registry_miss_lists_the_choices():
+    with pytest.raises(ValueError) as e:
+        build_head("transformer", D, C)
+    assert isinstance(e.value, VideoseqError)
+    msg = str(e.value)
+    assert "'transformer'" in msg and all(h in msg for h in HEADS) and "\n" not in msg
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", HEADS)
+def test_shapes_and_log_probs(name, bidirectional):
+    head = make(name, bidirectional=bidirectional)
+    x, mask = padded_batch()
+    logits = head(x, mask)
+    steps = head.forward_steps(x, mask)
+    assert logits.shape == (3, C) and steps.shape == (3, T, C)
+    assert torch.isfinite(logits).all() and torch.isfinite(steps).all()
+    torch.testing.assert_close(steps.logsumexp(-1), torch.zeros(3, T), atol=1e-5, rtol=0)
+    assert head(x).shape == (3, C)   # mask=None: every step valid
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", HEADS)
+def test_padded_video_gives_the_same_output_as_the_video_alone(name, bidirectional):
+    head = make(name, bidirectional=bidirectional)
+    x, mask = padded_batch()
+    x[1, 3:] = 100.0            # garbage on padded steps must not leak into the valid ones
+    logits = head(x, mask)
+    steps = head.forward_steps(x, mask)
+    for i, length in enumerate(mask.sum(1).tolist()):
+        alone = x[i:i + 1, :length]
+        torch.testing.assert_close(logits[i:i + 1], head(alone), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(steps[i:i + 1, :length], head.forward_steps(alone), atol=1e-5, rtol=1e-4)
+        # padded steps repeat the last valid belief
+        torch.testing.assert_close(steps[i, length:], steps[i, length - 1].expand(T - length, C))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", TEMPORAL)
+def test_last_step_belief_is_the_video_prediction(name, bidirectional):
+    head = make(name, bidirectional=bidirectional)
+    x, mask = padded_batch()
+    steps = head.forward_steps(x, mask)
+    torch.testing.assert_close(steps[:, -1], F.log_softmax(head(x, mask), -1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_forward_steps_are_causal(name):
+    head = make(name)
+    x, _ = padded_batch()
+    later = x.clone()
+    later[:, 3:] = torch.randn(3, T - 3, D)
+    a, b = head.forward_steps(x), head.forward_steps(later)
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3:], b[:, 3:])
+
+
+def test_per_frame_steps_are_each_frames_own_prediction():
+    head = make("per_frame")
+    x, mask = padded_batch()
+    steps = head.forward_steps(x, mask)
+    for t in range(3):
+        torch.testing.assert_close(steps[0, t], F.log_softmax(head(x[:1, t:t + 1]), -1)[0], atol=1e-6, rtol=0)
+    # the video prediction is the mean of the valid frames' log-probabilities
+    torch.testing.assert_close(head(x, mask)[1], steps[1, :3].mean(0), atol=1e-6, rtol=0)
+
+
+def test_per_frame_loss_is_frame_level_cross_entropy():
+    head = make("per_frame")
+    x, mask = padded_batch()
+    y = torch.tensor([0, 2, 1])
+    steps = head.forward_steps(x, mask)              # each frame's own log-probs
+    frame_nll = [-steps[i, t, y[i]] for i in range(3) for t in range(int(mask[i].sum()))]
+    torch.testing.assert_close(head.loss(x, mask, y), torch.stack(frame_nll).mean(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", TEMPORAL)
+def test_temporal_loss_is_video_level_cross_entropy(name):
+    head = make(name)
+    x, mask = padded_batch()
+    y = torch.tensor([0, 2, 1])
+    torch.testing.assert_close(head.loss(x, mask, y), F.cross_entropy(head(x, mask), y))
+
+
+def test_per_frame_ignores_frame_order_and_temporal_heads_do_not():
+    x, _ = padded_batch()
+    reversed_x = x.flip(1)
+    torch.testing.assert_close(make("per_frame")(x), make("per_frame")(reversed_x), atol=1e-6, rtol=0)
+    for name in TEMPORAL:
+        head = make(name)
+        assert not torch.allclose(head(x), head(reversed_x), atol=1e-4), name
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_gradients_reach_every_parameter(name):
+    head = make(name).train()
+    x, mask = padded_batch()
+    x.requires_grad_(True)
+    head.loss(x, mask, torch.tensor([0, 1, 2])).backward()
+    for pname, p in head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+    assert x.grad[1, 3:].abs().sum() == 0           # padded steps get no gradient
+    assert x.grad[1, :3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [
+    [[1, 0, 1, 0, 0, 0]],          # a hole: valid steps must come first
+    [[0, 0, 0, 0, 0, 0]],          # an empty video
+])
+def test_masks_that_are_not_non_empty_prefixes_are_rejected(bad):
+    with pytest.raises(ValueError, match="prefix"):
+        make("lstm")(torch.randn(1, T, D), torch.tensor(bad, dtype=torch.bool))
+
+
+def test_bad_sizes_are_rejected():
+    with pytest.raises(ValueError, match="hidden=0"):
+        build_head("gru", D, C, hidden=0)
+
+
+def _order_task(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0: the frames one-hot 0..T-1 in order; class 1: the same frames reversed. Every
+    video holds the same set of frames, so only the order tells the classes apart."""
+    frames = torch.eye(T, D)                                              # (T, D)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    x = torch.where(y[:, None, None] == 0, frames, frames.flip(0))       # (n, T, D)
+    return x + 0.05 * torch.randn(x.shape, generator=generator), y
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_only_heads_with_memory_learn_frame_order(name):
+    g = torch.Generator().manual_seed(0)
+    x, y = _order_task(64, g)
+    torch.manual_seed(0)
+    head = build_head(name, D, 2, hidden=16, dropout=0.0)
+    opt = torch.optim.Adam(head.parameters(), lr=0.02)
+    for _ in range(80):
+        opt.zero_grad()
+        head.loss(x, None, y).backward()
+        opt.step()
+    x_test, y_test = _order_task(200, g)
+    accuracy = (head.eval()(x_test).argmax(1) == y_test).float().mean().item()
+    if name == "per_frame":
+        assert accuracy < 0.65        # chance: the frames alone carry no label
+    else:
+        assert accuracy > 0.95
