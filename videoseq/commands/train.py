@@ -1,0 +1,39 @@
+"""`videoseq train ROOT --head NAME --out BUNDLE_DIR`: train one head and save it as a model bundle."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from videoseq.commands.common import add_config_arguments, config_from_args
+
+HELP = "train one head on a dataset and save it as a model bundle"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", metavar="ROOT", help="dataset root (folder per class, split folders, or manifest.csv)")
+    p.add_argument("--head", required=True, help="temporal head: per_frame, rnn, lstm, gru, conv1d")
+    p.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="where the model bundle goes")
+    p.add_argument("--json", action="store_true", help="print the bundle's metrics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from videoseq.compare import train_bundle
+    from videoseq.heads import list_heads
+    from videoseq.errors import ConfigError
+
+    if args.head not in list_heads():
+        raise ConfigError(f"unknown head {args.head!r}; choose from {', '.join(list_heads())}")
+    config = config_from_args(args)
+    result = train_bundle(args.root, args.out, config, head=args.head,
+                          progress=config.runtime.progress and not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    lo, hi = result["accuracy_ci95"]
+    print(f"{args.head}: test accuracy {100 * result['test_accuracy']:.1f}% [95% CI {100 * lo:.1f}, "
+          f"{100 * hi:.1f}], validation {100 * result['val_accuracy']:.1f}% "
+          f"(best epoch {result['best_epoch']} of {result['epochs']}, {result['train_seconds']:.1f} s)")
+    print(f"bundle: {args.out}")
+    return 0
