@@ -122,7 +122,7 @@ def write_ffmpeg(path: str | Path, *, count: int, codec: str = "libx264", gop: i
     h, w = pictures[0].shape[:2]
     args = [*_raw_input(w, h, fps), "-c:v", codec, "-g", str(gop)]
     if codec == "libx264":
-        args += ["-pix_fmt", "yuv420p", "-preset", "ultrafast", "-crf", "18",
+        args += ["-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "18",
                  "-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0"]
         if bframes is not None:
             args += ["-bf", str(bframes)]

@@ -1,0 +1,272 @@
+"""OpenCV decoding underneath video.py: opening, a packet index, sequential and seeking readers.
+
+Frame numbers are positions in a full sequential decode (presentation order). Two readers fetch
+the frames at a set of such numbers:
+
+- `read_sequential`: `grab()` every frame (decode only), `retrieve()` (colour conversion) the kept ones.
+  Always exact; the cost of a full decode.
+- `read_seeking`: jump close to each kept frame with `CAP_PROP_POS_FRAMES` and decode forward. OpenCV
+  seeks by timestamp, so this is exact only on constant-frame-rate files; every frame it returns is
+  checked against the timestamp that frame must carry (from the packet index), and any mismatch makes
+  it give up (the caller falls back to the sequential reader).
+
+`index_packets` reads the container's packets without decoding them (OpenCV raw mode, milliseconds
+even for long files): the packet count, keyframe positions and presentation timestamps. It decides
+whether seeking can be exact and cheaper, and gives the provisional frame count that the decode then
+confirms.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import string
+import subprocess
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import cv2
+import numpy as np
+
+from .errors import VideoReadError
+
+logger = logging.getLogger(__name__)
+
+# Per-frame work here (pyrDown/resize/cvtColor on one frame) is too small for OpenCV's thread pool;
+# parallelism comes from FFmpeg's decoder threads and from extraction worker processes.
+cv2.setNumThreads(1)
+DECODE_THREADS = int(os.environ.get("VIDEOSEQ_DECODE_THREADS", "2"))  # FFmpeg threads per capture
+
+SEEK_COST_FRAMES = 3        # one seek (demuxer seek + decoder flush) costs about this many decoded frames
+SEEK_WORTH = 0.75           # seek only when it decodes under this fraction of a full pass
+OPENCV_SEEK_BACKOFF = 16    # OpenCV seeks to the keyframe before frame k-16, then decodes forward
+
+
+class PacketIndex(NamedTuple):
+    count: int                   # video packets = frames a complete decode should give
+    keyframes: np.ndarray        # (K,) sorted frame numbers (presentation order) of keyframes
+    pts_ms: np.ndarray           # (count,) presentation times in ms, sorted: frame i has pts_ms[i]
+    codec: str                   # FourCC as text, e.g. "h264", "MJPG"
+    fps: float                   # container frame rate (average on variable-rate files)
+    seekable: bool               # constant frame rate and not MPEG-TS: OpenCV's seek can be exact
+
+
+# ----------------------------------------------------------------------------- opening and diagnosis
+
+def check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise VideoReadError(path, "no such file")
+    if not path.is_file():
+        raise VideoReadError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "empty file (0 bytes)")
+    return path
+
+
+def open_capture(path: str | Path, *, raw: bool = False) -> cv2.VideoCapture:
+    """An opened FFmpeg capture (raw = packets, not decoded). Raises VideoReadError with a diagnosis."""
+    path = check_file(path)
+    params = [cv2.CAP_PROP_FORMAT, -1] if raw else [cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoReadError(path, diagnose(path))
+    return cap
+
+
+def _mp4_boxes(data: bytes) -> list[bytes]:
+    """Top-level ISO-BMFF box types found in `data` (stops at the first implausible box)."""
+    boxes, pos = [], 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if size == 1 and pos + 16 <= len(data):
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        if size < 8 or not kind.isalnum() and kind != b"free":
+            break
+        boxes.append(kind)
+        pos += size
+    return boxes
+
+
+def diagnose(path: Path) -> str:
+    """Why FFmpeg/OpenCV cannot open `path`, as a short reason."""
+    data = path.read_bytes() if path.stat().st_size < 64 << 20 else path.open("rb").read(1 << 20)
+    head = data[:512]
+    if data[4:8] == b"ftyp":
+        boxes = _mp4_boxes(data)
+        if b"moov" not in boxes:
+            return "truncated or incomplete MP4/MOV (no moov index; the end of the file is missing)"
+        if b"vide" not in data:
+            return "no video stream"
+        return "cannot open the MP4/MOV (corrupt index)"
+    printable = set(string.printable.encode())
+    if head and all(b in printable for b in head):
+        return "not a video (a text file)"
+    reason = _ffmpeg_diagnosis(path)
+    return reason or "cannot open (not a video, or an unsupported format)"
+
+
+def _ffmpeg_diagnosis(path: Path) -> str | None:
+    try:
+        import imageio_ffmpeg
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # the ffmpeg binary is optional: it only refines the message
+        return None
+    proc = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, timeout=30)
+    err = proc.stderr.decode(errors="replace")
+    if "Invalid data found" in err:
+        return "not a video (unrecognised format)"
+    if "Stream #" in err and "Video:" not in err:
+        return "no video stream"
+    return None
+
+
+def fourcc_text(cap: cv2.VideoCapture) -> str:
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    text = code.to_bytes(4, "little").decode("latin-1").strip("\x00 ")
+    return text if text.isprintable() and text else f"0x{code:08x}"
+
+
+def is_mpeg_ts(path: Path) -> bool:
+    """MPEG transport stream (188-byte packets) or M2TS (192): OpenCV's frame seeking is not exact there."""
+    with path.open("rb") as f:
+        head = f.read(4 * 192 + 8)
+    return any(len(head) > off + 3 * step and all(head[off + i * step] == 0x47 for i in range(4))
+               for step, off in ((188, 0), (192, 4)))
+
+
+# ----------------------------------------------------------------------------- packet index
+
+def index_packets(path: str | Path) -> PacketIndex:
+    """Read every video packet without decoding: count, keyframes, timestamps, seekability."""
+    path = check_file(path)
+    cap = open_capture(path, raw=True)
+    try:
+        codec, fps = fourcc_text(cap), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        pts, keys = [], []
+        while cap.grab():
+            pts.append(cap.get(cv2.CAP_PROP_POS_MSEC))
+            keys.append(bool(cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME)))
+    finally:
+        cap.release()
+    pts_arr = np.asarray(pts, np.float64)
+    order = np.argsort(pts_arr, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    keyframes = np.sort(rank[np.asarray(keys, bool)]) if pts else np.zeros(0, np.int64)
+    sorted_pts = pts_arr[order]
+    return PacketIndex(len(pts), keyframes, sorted_pts, codec, fps,
+                       _constant_rate(sorted_pts, fps) and not is_mpeg_ts(path))
+
+
+def _constant_rate(pts_ms: np.ndarray, fps: float) -> bool:
+    """Timestamps exactly (within 0.5 ms) on the 1/fps grid from the first: seeking by time is exact."""
+    if len(pts_ms) < 2 or not fps > 0:
+        return False
+    step = 1000.0 / fps
+    return bool(np.all(np.abs(pts_ms - pts_ms[0] - np.arange(len(pts_ms)) * step) < 0.5))
+
+
+def seek_cost(index: PacketIndex, targets: np.ndarray) -> int:
+    """Frames decoded (plus seek overheads) to fetch sorted `targets` and the last frame by seeking."""
+    keys = index.keyframes.tolist()
+    pos, cost = -1, 0
+    for k in [*np.unique(targets).tolist(), index.count - 1]:
+        start = keys[max(bisect.bisect_right(keys, max(k - OPENCV_SEEK_BACKOFF, 0)) - 1, 0)]
+        if start > pos + SEEK_COST_FRAMES:
+            cost += k - start + 1 + SEEK_COST_FRAMES
+        else:
+            cost += k - pos
+        pos = k
+    return cost
+
+
+# ----------------------------------------------------------------------------- readers
+
+Transform = Callable[[np.ndarray], np.ndarray]   # decoded BGR frame (H, W, 3) -> what to keep
+
+
+class Decoded(NamedTuple):
+    frames: dict[int, np.ndarray]   # frame number -> transform(frame)
+    count: int                      # frames decoded (sequential: to the end unless stopped early)
+    width: int                      # decoded frame size, rotation applied (0 when no frame was kept)
+    height: int
+    rotation: int                   # rotation metadata, degrees clockwise (OpenCV applies it)
+
+
+def _keep(cap: cv2.VideoCapture, transform: Transform, shape: list[int]) -> np.ndarray | None:
+    ok, frame = cap.retrieve()
+    if not ok:
+        return None
+    shape[:] = frame.shape[:2]
+    return transform(frame)
+
+
+def _rotation(cap: cv2.VideoCapture) -> int:
+    return int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+
+
+def read_sequential(path: str | Path, wanted: set[int], transform: Transform, *,
+                    stop_after: int | None = None) -> Decoded:
+    """Decode from the start; keep transform(frame) for frame numbers in `wanted`.
+
+    Decodes to the end unless `stop_after` is given. A decoder error mid-file ends the decode there
+    (a truncated file keeps its decodable frames).
+    """
+    kept: dict[int, np.ndarray] = {}
+    shape = [0, 0]
+    cap = open_capture(path)
+    n = 0
+    try:
+        while (stop_after is None or n <= stop_after) and cap.grab():
+            if n in wanted:
+                frame = _keep(cap, transform, shape)
+                if frame is None:
+                    break
+                kept[n] = frame
+            n += 1
+        rotation = _rotation(cap)
+    finally:
+        cap.release()
+    return Decoded(kept, n, shape[1], shape[0], rotation)
+
+
+def read_seeking(path: str | Path, index: PacketIndex, targets: np.ndarray,
+                 transform: Transform) -> Decoded | None:
+    """Fetch the frames at `targets` by seeking; None when any frame is not verifiably the right one.
+
+    Also decodes the last frame, so the frame count (index.count) is confirmed by decoding.
+    """
+    keys = index.keyframes.tolist()
+    kept: dict[int, np.ndarray] = {}
+    shape = [0, 0]
+    want = set(np.unique(targets).tolist())
+    cap = open_capture(path)
+    pos = -1                                   # frame number of the last grabbed frame
+    try:
+        for k in sorted(want | {index.count - 1}):
+            start = keys[max(bisect.bisect_right(keys, max(k - OPENCV_SEEK_BACKOFF, 0)) - 1, 0)]
+            if start > pos + SEEK_COST_FRAMES:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, k)
+                pos = k - 1
+            while pos < k:
+                if not cap.grab():
+                    logger.debug("%s: seek read ended at frame %d of %d", path, pos + 1, index.count)
+                    return None
+                pos += 1
+            if abs(cap.get(cv2.CAP_PROP_POS_MSEC) - index.pts_ms[k]) > 0.5:
+                logger.debug("%s: seek landed off frame %d; falling back to sequential", path, k)
+                return None
+            if k in want:
+                frame = _keep(cap, transform, shape)
+                if frame is None:
+                    return None
+                kept[k] = frame
+        if cap.grab():                          # more frames than packets: the index is not the truth
+            return None
+        rotation = _rotation(cap)
+    finally:
+        cap.release()
+    return Decoded(kept, index.count, shape[1], shape[0], rotation)
