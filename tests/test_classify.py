@@ -1,0 +1,200 @@
+"""`videoseq classify` and predict.py: real tiny videos, real (untrained, seeded) small_cnn bundles."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from media import truncate, write_empty, write_h264, write_opencv, write_text
+from test_bundle import _edit_config, _Payload, make_bundle
+
+from videoseq.bundle import load_bundle
+from videoseq.cli import main
+from videoseq.predict import FailedInput, Prediction, classify_paths
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("videos")
+    good = {f"v{i}": write_opencv(d / f"v{i}.mp4", count=10 + 3 * i, width=48, height=40) for i in range(4)}
+    good["h264"] = write_h264(d / "h264.mp4", count=20, width=48, height=40, gop=5)
+    return good
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    make_bundle(run / "models" / "per_frame", head="per_frame", seed=1, val_accuracy=0.4)
+    make_bundle(run / "models" / "lstm", head="lstm", seed=2, val_accuracy=0.7)
+    return run
+
+
+@pytest.fixture(scope="module")
+def lstm(run_dir: Path):
+    return load_bundle(run_dir / "models" / "lstm")
+
+
+def test_results_are_identical_alone_and_in_any_batch(videos, lstm) -> None:
+    paths = [str(p) for p in videos.values()]
+    for batch_size in (1, 3):
+        alone = [next(classify_paths([p], lstm, batch_size=batch_size)) for p in paths]
+        together = list(classify_paths(paths, lstm, batch_size=batch_size, workers=2))
+        reversed_ = list(classify_paths(paths[::-1], lstm, batch_size=batch_size))[::-1]
+        assert [r.path for r in together] == paths                      # input order
+        for a, b, c in zip(alone, together, reversed_):
+            assert isinstance(a, Prediction) and a.probs == b.probs == c.probs   # exact equality
+            assert np.array_equal(a.steps, b.steps) and np.array_equal(a.steps, c.steps)
+            assert a.frames == 4 and a.steps.shape == (4, 3) and a.head == "lstm"
+            assert abs(sum(a.probs.values()) - 1) < 1e-9 and a.label == max(a.probs, key=a.probs.get)
+
+
+def test_prediction_matches_the_model_run_by_hand(videos, lstm) -> None:
+    from videoseq.transforms import frames_to_tensor
+    from videoseq.video import read_frames
+
+    clip = read_frames(videos["h264"], count=4, size=32)
+    x = frames_to_tensor(clip.frames, size=lstm.input_size, mean=lstm.mean, std=lstm.std)[None]  # (1, T, 3, S, S)
+    with torch.inference_mode():
+        expected = torch.softmax(lstm.model(x, torch.from_numpy(clip.mask)[None]).double(), 1)[0]
+    got = next(classify_paths([videos["h264"]], lstm))
+    assert np.allclose(list(got.probs.values()), expected.numpy(), atol=1e-6)
+    assert got.indices.tolist() == clip.indices.tolist()
+
+
+def test_failures_keep_their_place_and_the_rest_still_run(videos, lstm, tmp_path) -> None:
+    bad = write_text(tmp_path / "notes.mp4")
+    paths = [videos["v0"], bad, videos["v1"], tmp_path / "gone.mp4", videos["v2"]]
+    results = list(classify_paths(paths, lstm, batch_size=2))
+    assert [type(r) for r in results] == [Prediction, FailedInput, Prediction, FailedInput, Prediction]
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert "not a video" in results[1].error and str(bad) not in results[1].error
+
+
+BAD_INPUTS = [  # (make the input in tmp, expected reason on stderr)
+    (lambda d, v: d / "missing.mp4", "no such file or directory"),
+    (lambda d, v: (d / "empty").mkdir() or d / "empty", "no video files in this folder"),
+    (lambda d, v: write_text(d / "notes.mp4"), "not a video"),
+    (lambda d, v: truncate(v["h264"], d / "cut.mp4", fraction=0.5), "truncated"),
+    (lambda d, v: write_empty(d / "zero.mp4"), "empty file"),
+    (lambda d, v: d / "nothing-*.mp4", "pattern matches no files"),
+]
+
+
+@pytest.mark.parametrize("make, reason", BAD_INPUTS,
+                         ids=["missing", "empty-dir", "text-as-mp4", "truncated", "zero-byte", "glob"])
+def test_each_bad_input_is_one_line_and_exit_1(make, reason, videos, run_dir, tmp_path, capsys) -> None:
+    bad = make(tmp_path, videos)
+    rc = main(["classify", str(bad), str(videos["v0"]), "--model", str(run_dir), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0] == {"path": str(bad), "error": lines[0]["error"]} and reason in lines[0]["error"]
+    assert lines[1]["path"] == str(videos["v0"]) and lines[1]["head"] == "lstm"  # the rest still ran
+    assert err.count("\n") == 1 and str(bad) in err and reason in err and "Traceback" not in err
+
+
+def test_a_folder_of_good_and_broken_videos(videos, run_dir, tmp_path, capsys) -> None:
+    folder = tmp_path / "inbox"
+    (folder / "sub").mkdir(parents=True)
+    write_opencv(folder / "a.mp4", count=12, width=48, height=40)
+    write_h264(folder / "sub" / "b.mkv", count=12, width=48, height=40)
+    write_empty(folder / "c.mp4")
+    truncate(videos["h264"], folder / "d.mp4", fraction=0.4)
+    (folder / "readme.txt").write_text("not scanned: not a video extension")
+    rc = main(["classify", str(folder), "--model", str(run_dir)])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    rows = out.splitlines()
+    assert "lstm" in rows[0] and len(rows) == 3                       # header + 2 good videos
+    assert rows[1].endswith("a.mp4") and rows[2].endswith("b.mkv")
+    assert sorted(line.split(": ")[1].rsplit("/", 1)[-1] for line in err.splitlines()) == ["c.mp4", "d.mp4"]
+
+
+def test_json_lines_follow_the_design(videos, run_dir, capsys) -> None:
+    assert main(["classify", str(videos["v0"]), str(videos["v1"]), "--model", str(run_dir),
+                 "--json", "--batch-size", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [set(x) for x in lines] == [{"path", "label", "score", "probs", "head", "frames", "seconds"}] * 2
+    assert lines[0]["probs"].keys() == {"left", "right", "still"} and lines[0]["frames"] == 4
+    assert lines[0]["score"] == max(lines[0]["probs"].values()) and lines[0]["head"] == "lstm"
+
+
+def test_compare_runs_every_head_and_head_picks_one(videos, run_dir, capsys) -> None:
+    assert main(["classify", str(videos["v0"]), "--model", str(run_dir), "--compare", "--json"]) == 0
+    heads = [json.loads(line)["head"] for line in capsys.readouterr().out.splitlines()]
+    assert heads == ["per_frame", "lstm"]
+    assert main(["classify", str(videos["v0"]), "--model", str(run_dir), "--head", "per_frame", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "per_frame" in out[0] and out[1].count(", ") == 1          # top-2 shown
+    assert main(["classify", str(videos["v0"]), "--model", str(run_dir), "--compare", "--head", "lstm"]) == 2
+
+
+def test_timeline_png_per_video(videos, run_dir, tmp_path, capsys) -> None:
+    import cv2
+
+    assert main(["classify", str(videos["v0"]), str(videos["v1"]), "--model", str(run_dir),
+                 "--timeline", str(tmp_path / "plots")]) == 0
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert [p.name for p in pngs] == ["v0.timeline.png", "v1.timeline.png"]
+    image = cv2.imread(str(pngs[0]))
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 300
+    assert main(["classify", str(videos["v0"]), str(videos["v1"]), "--model", str(run_dir),
+                 "--timeline", str(tmp_path / "one.png")]) == 2          # one file, two videos
+    assert "give a folder" in capsys.readouterr().err
+
+
+def _corrupt(b: Path) -> None:
+    (b / "model.pt").write_bytes(b"PK\x03\x04 not really a zip")
+
+
+def _malicious(b: Path) -> None:
+    state = torch.load(b / "model.pt", weights_only=True)
+    torch.save({**state, "x": _Payload(b.parent / "payload-ran")}, b / "model.pt")
+
+
+BAD_MODELS = [
+    (lambda b: b.parent / "nowhere", "no such model bundle or run folder"),
+    (lambda b: _corrupt(b) or b, "corrupt or not a torch file"),
+    (lambda b: _edit_config(b, encoder__name="vit_huge") or b, "unknown encoder 'vit_huge'"),
+    (lambda b: _edit_config(b, classes=["a", "b"]) or b, "lists 2 classes but model.pt"),
+    (lambda b: _edit_config(b, videoseq_version="0.0.1") or b, "incompatible with videoseq"),
+    (lambda b: _malicious(b) or b, "refused to load"),
+]
+
+
+@pytest.mark.parametrize("breaks, reason", BAD_MODELS,
+                         ids=["nowhere", "corrupt", "unknown-encoder", "class-count", "version", "pickle"])
+def test_an_unusable_model_is_exit_2(breaks, reason, videos, tmp_path, capsys) -> None:
+    model = breaks(make_bundle(tmp_path / "bundle"))
+    assert main(["classify", str(videos["v0"]), "--model", str(model)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and reason in err and "Traceback" not in err
+    assert not (tmp_path / "payload-ran").exists()
+
+
+def test_the_command_never_imports_prefect_and_starts_fast(videos, run_dir) -> None:
+    code = ("import sys, time; t = time.perf_counter(); from videoseq.cli import main; "
+            f"rc = main(['classify', {str(videos['v0'])!r}, '--model', {str(run_dir)!r}, '--json']); "
+            "assert 'prefect' not in sys.modules, 'prefect imported'; print(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "0" and json.loads(proc.stdout.splitlines()[0])["head"] == "lstm"
+    help_proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "videoseq", "classify", "--help"],
+                               capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert help_proc.returncode == 0 and "--timeline" in help_proc.stdout
+    imported = {line.split("|")[-1].strip() for line in help_proc.stderr.splitlines()}
+    assert not imported & {"torch", "cv2", "prefect", "matplotlib"}  # --help stays instant
+
+
+def test_debug_shows_the_traceback(videos, tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "videoseq", "classify", str(videos["v0"]), "--model",
+                           str(tmp_path / "nowhere"), "--debug"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "BundleError" in proc.stderr

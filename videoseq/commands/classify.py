@@ -1,0 +1,165 @@
+"""`videoseq classify VIDEO|DIR|GLOB... --model BUNDLE_DIR|RUN_DIR`: label video files.
+
+Prints a table (or `--json` lines) as each video finishes; failures are one line each on stderr and
+the rest still run. Exit 0: all classified; 1: some inputs failed; 2: usage error or unusable model.
+Imports of torch/cv2 happen inside `run`, so `--help` is instant; prefect is never imported.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+HELP = "classify video files with a trained model (a bundle, or a run folder's best head)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="VIDEO|DIR|GLOB",
+                   help="video files, folders (walked for video files) or glob patterns")
+    p.add_argument("--model", required=True, metavar="BUNDLE_DIR|RUN_DIR",
+                   help="a model bundle, or a run folder (uses the head with the best validation accuracy)")
+    p.add_argument("--head", help="with a run folder: the head to use (e.g. per_frame, lstm)")
+    p.add_argument("--compare", action="store_true",
+                   help="with a run folder: every head of the run side by side for each video")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per video (table)")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per video per line: {"path","label","score","probs","head",...}')
+    p.add_argument("--timeline", metavar="PNG|DIR",
+                   help="write a timeline plot per video (a .png path for one video, else a folder)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B",
+                   help="videos per forward pass (padded to B: results never depend on the neighbours)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads running ahead of inference")
+
+
+def run(args: argparse.Namespace) -> int:
+    from videoseq.bundle import choose_bundle, find_bundles, load_bundle
+    from videoseq.config import VIDEO_EXTENSIONS
+    from videoseq.errors import BundleError
+
+    if args.compare and args.head:
+        return _usage("--compare runs every head; leave out --head")
+    if args.batch_size < 1 or args.top_k < 1 or args.workers < 1:
+        return _usage("--batch-size, --top-k and --workers must be at least 1")
+
+    if args.compare:
+        bundles = [load_bundle(p) for p in _ordered(find_bundles(args.model)).values()]
+    else:
+        bundles = [load_bundle(choose_bundle(args.model, head=args.head))]
+    shown = len(bundles)
+    if args.timeline and bundles[0].head != "per_frame" and not any(b.head == "per_frame" for b in bundles):
+        try:  # the run's per_frame head adds each frame's own prediction to the timeline
+            per_frame = find_bundles(args.model).get("per_frame")
+        except BundleError:
+            per_frame = None
+        if per_frame is not None:
+            extra = load_bundle(per_frame)
+            if (extra.frames, extra.size, extra.short) == (bundles[0].frames, bundles[0].size, bundles[0].short):
+                bundles.append(extra)
+
+    extensions = {e.lower() for e in (bundles[0].config.data.extensions or VIDEO_EXTENSIONS)}
+    failed = 0
+    paths: list[str] = []
+    for item in expand_inputs(args.inputs, extensions):
+        if isinstance(item, tuple):
+            _report_failure(*item, as_json=args.json)
+            failed += 1
+        else:
+            paths.append(item)
+    if args.timeline and args.timeline.lower().endswith(".png") and len(paths) > 1:
+        return _usage(f"--timeline {args.timeline}: one file for {len(paths)} videos; give a folder")
+
+    from videoseq.predict import FailedInput, classify_paths_multi
+
+    if not args.json and paths:
+        _print_header(bundles[:shown])
+    timelines: dict[str, int] = {}
+    for results in classify_paths_multi(paths, bundles, batch_size=args.batch_size,
+                                        workers=args.workers, thumbnails=bool(args.timeline)):
+        if isinstance(results[0], FailedInput):
+            _report_failure(results[0].path, results[0].error, as_json=args.json)
+            failed += 1
+            continue
+        if args.json:
+            for r in results[:shown]:
+                print(json.dumps(r.to_json()), flush=True)
+        else:
+            _print_row(results[:shown], args.top_k)
+        if args.timeline:
+            _write_timeline(args.timeline, results, timelines)
+    return 1 if failed else 0
+
+
+def expand_inputs(inputs: list[str], extensions: set[str]) -> Iterator[str | tuple[str, str]]:
+    """Video paths from files, folders (walked, sorted) and globs; (input, reason) for each that fails."""
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in extensions
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                yield raw, f"no video files in this folder (looked for {', '.join(sorted(extensions)[:6])}, ...)"
+            yield from found
+        elif path.is_file():
+            yield raw
+        elif glob.has_magic(raw):
+            found = sorted(p for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+            if not found:
+                yield raw, "pattern matches no files"
+            yield from found
+        else:
+            yield raw, "no such file or directory"
+
+
+# --- output --------------------------------------------------------------------------------------
+
+def _print_header(bundles) -> None:
+    if len(bundles) == 1:
+        print(f"{'label':<16} {'score':>6}  top-k{'':<30} path   (model: {bundles[0].head}, {bundles[0].path})")
+    else:
+        print("  ".join(f"{b.head:<24}" for b in bundles) + "  path")
+    sys.stdout.flush()
+
+
+def _print_row(results, top_k: int) -> None:
+    if len(results) == 1:
+        r = results[0]
+        top = ", ".join(f"{c} {p:.2f}" for c, p in r.top(top_k))
+        print(f"{r.label:<16} {r.score:>6.3f}  {top:<35} {r.path}", flush=True)
+    else:
+        cells = [f"{r.label} ({r.score:.2f})" for r in results]
+        print("  ".join(f"{c:<24}" for c in cells) + f"  {results[0].path}", flush=True)
+
+
+def _report_failure(path: str, reason: str, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"path": path, "error": reason}), flush=True)
+    print(f"videoseq classify: {path}: {reason}", file=sys.stderr, flush=True)
+
+
+def _write_timeline(target: str, results, used: dict[str, int]) -> None:
+    from videoseq.timeline import plot_timeline
+
+    main = results[0]
+    per_frame = next((r for r in results if r.head == "per_frame" and r is not main), None)
+    if target.lower().endswith(".png"):
+        dest = Path(target)
+    else:
+        stem = Path(main.path).stem
+        used[stem] = used.get(stem, 0) + 1
+        name = stem if used[stem] == 1 else f"{stem}-{used[stem]}"
+        dest = Path(target) / f"{name}.timeline.png"
+    plot_timeline(dest, main, per_frame=per_frame)
+
+
+def _ordered(bundles: dict[str, Path]) -> dict[str, Path]:
+    """per_frame (the baseline) first, then the others alphabetically."""
+    return dict(sorted(bundles.items(), key=lambda kv: (kv[0] != "per_frame", kv[0])))
+
+
+def _usage(message: str) -> int:
+    print(f"videoseq classify: error: {message}", file=sys.stderr)
+    return 2

@@ -1,0 +1,286 @@
+"""Prediction: video files in, one `Prediction` per file out, through one path used by every caller.
+
+    bundle = load_bundle("runs/demo/models/lstm")
+    for result in classify_paths(["a.mp4", "b.mp4"], bundle):
+        print(result.path, result.label if isinstance(result, Prediction) else result.error)
+
+Decoding runs in a small thread pool ahead of inference (OpenCV releases the GIL while decoding), with
+a bounded number of clips in flight, so memory stays flat over any number of files. Results come back
+in input order as soon as each is ready.
+
+Exactness: every forward pass has the same shape, `(batch_size, T, 3, S, S)`: a batch that is not full
+is padded with blank clips. So a video's probabilities are bit-identical whether it is classified
+alone, among other videos, or by `videoseq evaluate` (same `batch_size`). Different batch sizes may
+differ in the last bits (floating-point sums in another order). The default, 1, runs one video's T
+frames per forward: no padding waste when a single file is classified.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from videoseq.errors import VideoseqError
+
+if TYPE_CHECKING:
+    from videoseq.bundle import Bundle
+    from videoseq.cache import FrameCache
+    from videoseq.video import Clip
+
+log = logging.getLogger(__name__)
+
+THUMB = 64  # side of the thumbnails kept for timelines
+
+
+class Prediction(NamedTuple):
+    path: str
+    label: str                     # the most probable class
+    score: float                   # its probability
+    probs: dict[str, float]        # class -> probability, in the bundle's class order
+    head: str
+    frames: int                    # T: frames the model saw (valid steps)
+    seconds: float                 # decode + this video's share of inference
+    steps: np.ndarray              # (T, C) class probabilities after each step (head.forward_steps)
+    indices: np.ndarray            # (T,) frame numbers that were sampled
+    thumbnails: np.ndarray | None  # (T, THUMB, THUMB, 3) uint8 RGB when asked for (timelines)
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable (class, probability) pairs, most probable first."""
+        return sorted(self.probs.items(), key=lambda kv: -kv[1])[:max(1, k)]
+
+    def to_json(self) -> dict:
+        """The `classify --json` line (DESIGN.md)."""
+        return {"path": self.path, "label": self.label, "score": self.score, "probs": self.probs,
+                "head": self.head, "frames": self.frames, "seconds": round(self.seconds, 4)}
+
+
+class FailedInput(NamedTuple):
+    path: str
+    error: str                     # one line: the reason, without the path
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "error": self.error}
+
+
+Result = Prediction | FailedInput
+
+
+def record_of(result: Result) -> dict:
+    """The JSON record of a result: `classify --json`'s line, `{"path", "error"}` for a failure."""
+    return result.to_json()
+
+
+def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size: int = 1,
+                   workers: int = 2, cache: "FrameCache | None" = None,
+                   thumbnails: bool = False) -> Iterator[Result]:
+    """One result per path, in order: a `Prediction`, or a `FailedInput` saying why it failed."""
+    for results in classify_paths_multi(paths, [bundle], batch_size=batch_size, workers=workers,
+                                        cache=cache, thumbnails=thumbnails):
+        yield results[0]
+
+
+def classify_paths_multi(paths: Iterable[str | Path], bundles: Sequence["Bundle"], *,
+                         batch_size: int = 1, workers: int = 2, cache: "FrameCache | None" = None,
+                         thumbnails: bool = False) -> Iterator[list[Result]]:
+    """Like `classify_paths` for several bundles at once (`classify --compare`): each video is decoded
+    once and run through every bundle; yields one list (in bundle order) per path."""
+    if not bundles:
+        raise ValueError("classify_paths_multi needs at least one bundle")
+    first = bundles[0]
+    sampling = (first.frames, first.size, first.short)
+    if any((b.frames, b.size, b.short) != sampling for b in bundles):
+        raise VideoseqError("the models sample frames differently (frames/size/short); "
+                            "classify with one --head at a time")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    clips = iter_clips(paths, first, workers=workers, cache=cache,
+                       prefetch=max(2 * workers, batch_size) + batch_size)
+    batch: list[tuple[str, "Clip", float]] = []
+    pending: list[tuple[int, str, str]] = []   # failures waiting for the batch before them
+    for path, clip, seconds in clips:
+        if isinstance(clip, str):
+            if not batch:
+                yield [FailedInput(path, clip)] * len(bundles)
+            else:
+                pending.append((len(batch), path, clip))
+            continue
+        batch.append((path, clip, seconds))
+        if len(batch) == batch_size:
+            yield from _flush(batch, pending, bundles, batch_size, thumbnails)
+            batch, pending = [], []
+    if batch:
+        yield from _flush(batch, pending, bundles, batch_size, thumbnails)
+
+
+def iter_clips(paths: Iterable[str | Path], bundle: "Bundle", *, workers: int = 2,
+               cache: "FrameCache | None" = None, prefetch: int = 4
+               ) -> Iterator[tuple[str, "Clip | str", float]]:
+    """(path, clip or error reason, decode seconds) per path, in order, decoding ahead in threads."""
+    inflight: deque[tuple[str, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+        try:
+            for path in paths:
+                path = str(path)
+                inflight.append((path, pool.submit(_decode, path, bundle, cache)))
+                if len(inflight) >= prefetch:
+                    yield _result(*inflight.popleft())
+            while inflight:
+                yield _result(*inflight.popleft())
+        finally:  # a consumer that stops early must not leave decodes queued
+            for _, future in inflight:
+                future.cancel()
+
+
+def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int | None = None):
+    """Run `bundle.model` on clips: (probs (N, C), steps (N, T, C)) as float64 numpy arrays.
+
+    Clips are run `batch_size` at a time (default: all), each forward padded to exactly that many."""
+    import torch
+
+    from videoseq.transforms import frames_to_tensor
+
+    size = batch_size or len(clips)
+    model = bundle.model
+    probs_out, steps_out = [], []
+    for start in range(0, len(clips), size):
+        chunk = clips[start:start + size]
+        frames = np.stack([c.frames for c in chunk])                 # (n, T, S, S, 3) uint8
+        mask = np.stack([c.mask for c in chunk]).astype(bool)        # (n, T)
+        if len(chunk) < size:  # pad to a fixed shape: results never depend on the neighbours
+            pad = size - len(chunk)
+            frames = np.concatenate([frames, np.zeros((pad, *frames.shape[1:]), np.uint8)])
+            mask = np.concatenate([mask, np.ones((pad, mask.shape[1]), bool)])
+        x = frames_to_tensor(torch.from_numpy(frames), size=bundle.input_size, mean=bundle.mean,
+                             std=bundle.std).to(bundle.device)       # (B, T, 3, S', S')
+        m = torch.from_numpy(mask).to(bundle.device)                 # (B, T)
+        with torch.inference_mode():
+            feats = model.forward_features(x)                          # (B, T, D)
+            logits = model.head(feats, m)                              # (B, C)
+            steps = model.head.forward_steps(feats, m)                 # (B, T, C) log-probs
+            probs = torch.softmax(logits.double(), dim=1)
+        probs_out.append(probs[:len(chunk)].cpu().numpy())
+        steps_out.append(steps[:len(chunk)].double().exp().cpu().numpy())
+    return np.concatenate(probs_out), np.concatenate(steps_out)
+
+
+class Evaluation(NamedTuple):
+    head: str
+    classes: list[str]
+    n: int                                 # videos predicted (failures excluded)
+    accuracy: float
+    accuracy_ci95: tuple[float, float]     # Wilson interval
+    mean_class_accuracy: float
+    confusion: np.ndarray                  # (C, C) int: row = true class, column = predicted
+    predictions: list[Prediction]
+    failed: list[FailedInput]
+
+    def to_json(self) -> dict:
+        return {"head": self.head, "classes": self.classes, "n": self.n, "accuracy": self.accuracy,
+                "accuracy_ci95": list(self.accuracy_ci95),
+                "mean_class_accuracy": self.mean_class_accuracy, "confusion": self.confusion.tolist(),
+                "failed": [f.to_json() for f in self.failed]}
+
+
+def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str], *,
+                   batch_size: int = 1, workers: int = 2,
+                   cache: "FrameCache | None" = None) -> Evaluation:
+    """Predict labelled videos through `classify_paths` and score them (metrics.py)."""
+    from videoseq.metrics import confusion_matrix, mean_class_accuracy, wilson_interval
+
+    unknown = sorted(set(labels) - set(bundle.classes))
+    if unknown:
+        raise VideoseqError(f"{bundle.path}: the model does not know class {unknown[0]!r} "
+                            f"(it has: {', '.join(bundle.classes)})")
+    label_of = dict(zip(map(str, paths), labels))
+    predictions, failed = [], []
+    for result in classify_paths(paths, bundle, batch_size=batch_size, workers=workers, cache=cache):
+        (predictions if isinstance(result, Prediction) else failed).append(result)
+    index = {c: i for i, c in enumerate(bundle.classes)}
+    y = np.array([index[label_of[p.path]] for p in predictions], dtype=np.int64)     # (N,)
+    pred = np.array([index[p.label] for p in predictions], dtype=np.int64)           # (N,)
+    correct = int((y == pred).sum())
+    n = len(predictions)
+    return Evaluation(head=bundle.head, classes=list(bundle.classes), n=n,
+                      accuracy=correct / n if n else float("nan"),
+                      accuracy_ci95=wilson_interval(correct, n),
+                      mean_class_accuracy=mean_class_accuracy(y, pred, len(bundle.classes)),
+                      confusion=confusion_matrix(y, pred, len(bundle.classes)),
+                      predictions=predictions, failed=failed)
+
+
+# --- internals -----------------------------------------------------------------------------------
+
+def _decode(path: str, bundle: "Bundle", cache: "FrameCache | None") -> tuple["Clip", float]:
+    started = time.perf_counter()
+    if cache is not None:
+        sampling = replace(bundle.config.sampling, frames=bundle.frames, size=bundle.size,
+                           short=bundle.short)
+        clip = cache.load_or_extract(path, sampling, size=bundle.size)
+    else:
+        from videoseq.video import read_frames
+        clip = read_frames(path, count=bundle.frames, size=bundle.size, mode="uniform",
+                           short=bundle.short)
+    return clip, time.perf_counter() - started
+
+
+def _result(path: str, future: Future) -> tuple[str, "Clip | str", float]:
+    try:
+        clip, seconds = future.result()
+    except VideoseqError as e:
+        reason = getattr(e, "reason", None) or str(e)
+        return path, _strip_path(reason, path), 0.0
+    except Exception as e:  # noqa: BLE001  one odd file must not end a run over thousands
+        log.debug("unexpected error decoding %s", path, exc_info=True)
+        return path, f"cannot decode ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", 0.0
+    return path, clip, seconds
+
+
+def _flush(batch: list[tuple[str, "Clip", float]], pending: list[tuple[int, str, str]],
+           bundles: Sequence["Bundle"], batch_size: int, thumbnails: bool) -> Iterator[list[Result]]:
+    """Predict one batch with every bundle, then yield results and failures in input order."""
+    clips = [clip for _, clip, _ in batch]
+    per_bundle = []
+    for bundle in bundles:
+        started = time.perf_counter()
+        probs, steps = predict_clips(bundle, clips, batch_size=batch_size)
+        per_bundle.append((probs, steps, (time.perf_counter() - started) / len(clips)))
+    failures = {i: [] for i in range(len(batch) + 1)}
+    for position, path, reason in pending:
+        failures[position].append((path, reason))
+    for i, (path, clip, decode_s) in enumerate(batch):
+        for failed_path, reason in failures[i]:
+            yield [FailedInput(failed_path, reason)] * len(bundles)
+        thumbs = _thumbnails(clip.frames) if thumbnails else None
+        yield [_prediction(path, bundle, probs[i], steps[i], clip, decode_s + infer_s, thumbs)
+               for bundle, (probs, steps, infer_s) in zip(bundles, per_bundle)]
+    for failed_path, reason in failures[len(batch)]:
+        yield [FailedInput(failed_path, reason)] * len(bundles)
+
+
+def _prediction(path: str, bundle: "Bundle", probs: np.ndarray, steps: np.ndarray, clip: "Clip",
+                seconds: float, thumbs: np.ndarray | None) -> Prediction:
+    best = int(np.argmax(probs))
+    return Prediction(path=path, label=bundle.classes[best], score=float(probs[best]),
+                      probs={c: float(p) for c, p in zip(bundle.classes, probs)}, head=bundle.head,
+                      frames=int(np.asarray(clip.mask).sum()), seconds=float(seconds), steps=steps,
+                      indices=np.asarray(clip.indices), thumbnails=thumbs)
+
+
+def _thumbnails(frames: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def _strip_path(reason: str, path: str) -> str:
+    """VideoReadError renders as "path: reason"; the caller prints the path itself."""
+    for prefix in (f"{path}: ", f"{Path(path)}: "):
+        if reason.startswith(prefix):
+            return reason[len(prefix):]
+    return reason
