@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -79,6 +80,20 @@ class FrameCache:
         _, hit = self._fetch(path, sampling, size=size, view=view)
         return hit
 
+    def remove_stale_temp(self, *, older_than_s: float = 3600.0) -> int:
+        """Delete temp files (`.<entry>.<random>.tmp`) that writers killed mid-write left behind, if older
+        than `older_than_s` (younger ones may belong to a live writer). Returns how many were removed."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        for tmp in self.root.glob("*/.*.tmp"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass                                             # its writer finished or another sweep won
+        return removed
+
     def _fetch(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int):
         if view < 0:
             raise ValueError(f"view must be >= 0, got {view}")
@@ -140,6 +155,8 @@ def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size:
     """Extract every usable entry of a `DatasetIndex` into `cache`: views 0..views-1 for train videos,
     view 0 for val/test, in up to `workers` processes (0 = in-process). A video that fails to decode is
     reported in `failed` and marked in the index (`index.mark_failed`); the others go on."""
+    if cache.root.is_dir() and (stale := cache.remove_stale_temp()):
+        log.info("removed %d temp files left by killed writers in %s", stale, cache.root)
     jobs = []
     for e in index.ok():
         for view in range(max(1, views) if e.split == "train" else 1):

@@ -1,0 +1,190 @@
+"""Frame cache: keying, hits and misses, corrupt entries, views, extract_dataset, and a SIGKILL mid-extraction."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media import frame_number, write_opencv, write_text
+from videoseq.cache import FrameCache, default_cache_dir, extract_dataset, file_digest
+from videoseq.config import DataConfig, RuntimeConfig, SamplingConfig
+from videoseq.dataset import DatasetIndex, scan_dataset
+from videoseq.video import sample_indices
+
+REPO = Path(__file__).resolve().parents[1]
+T4 = SamplingConfig(frames=4)
+
+
+def numbers(clip) -> list[int]:
+    return [frame_number(f) for f in clip.frames]
+
+
+def entry_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def assert_entries_load(root: Path) -> int:
+    """Every finished entry loads with all its arrays; only temp files (`.name.xxx.tmp`) may be partial."""
+    entries = [p for p in entry_files(root) if not p.name.endswith(".tmp")]
+    for p in entries:
+        assert p.suffix == ".npz", p
+        with np.load(p) as z:
+            assert z["frames"].ndim == 4 and z["indices"].shape == z["mask"].shape and str(z["info"])
+    return len(entries)
+
+
+@pytest.fixture
+def clip_file(tmp_path) -> Path:
+    return write_opencv(tmp_path / "v.mp4", count=24)
+
+
+def test_hit_miss_and_what_the_key_holds(tmp_path, clip_file):
+    cache = FrameCache(tmp_path / "frames")
+    assert cache.ensure(clip_file, T4, size=32) is False
+    assert cache.ensure(clip_file, T4, size=32) is True
+    clip = cache.load_or_extract(clip_file, T4, size=32)
+    assert clip.frames.shape == (4, 32, 32, 3) and clip.frames.dtype == np.uint8
+    assert clip.indices.tolist() == sample_indices(24, count=4).tolist() == numbers(clip)
+    assert clip.info.num_frames == 24 and clip.mask.all()
+    # each sampling parameter is part of the key: a change is a miss, then a hit
+    for sampling, size, view in [(SamplingConfig(frames=5), 32, 0), (T4, 24, 0),
+                                 (SamplingConfig(frames=4, short="mask"), 32, 0), (T4, 32, 1)]:
+        assert cache.ensure(clip_file, sampling, size=size, view=view) is False
+        assert cache.ensure(clip_file, sampling, size=size, view=view) is True
+    assert len(entry_files(cache.root)) == 5
+
+
+def test_renamed_file_hits_and_changed_content_misses(tmp_path, clip_file):
+    cache = FrameCache(tmp_path / "frames")
+    cache.ensure(clip_file, T4, size=32)
+    moved = clip_file.rename(tmp_path / "renamed.avi")
+    assert cache.ensure(moved, T4, size=32) is True
+    assert cache.load_or_extract(moved, T4, size=32).info.path == str(moved)   # the current name, not the old
+    write_opencv(moved, count=40)                             # same name, new content
+    assert cache.ensure(moved, T4, size=32) is False
+    assert cache.load_or_extract(moved, T4, size=32).indices.tolist() == sample_indices(40, count=4).tolist()
+
+
+def test_file_digest_follows_content_not_name(tmp_path, clip_file):
+    copy = shutil.copy(clip_file, tmp_path / "copy.mp4")
+    assert file_digest(clip_file) == file_digest(copy)
+    with open(copy, "ab") as f:
+        f.write(b"\0")
+    assert file_digest(copy) != file_digest(clip_file)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half", "wrong-shape"])
+def test_corrupt_entry_is_a_miss_and_is_rewritten(tmp_path, clip_file, damage):
+    cache = FrameCache(tmp_path / "frames")
+    good = cache.load_or_extract(clip_file, T4, size=32)
+    entry = cache.entry_path(clip_file, T4, size=32)
+    data = entry.read_bytes()
+    if damage == "garbage":
+        entry.write_bytes(b"not an npz at all")
+    elif damage == "half":
+        entry.write_bytes(data[: len(data) // 2])
+    else:
+        np.savez(entry.with_suffix(""), frames=np.zeros((2, 8, 8, 3), np.uint8), indices=np.zeros(2),
+                 mask=np.ones(2, bool), info=np.array("{}"), format=np.array(1))
+    assert cache.ensure(clip_file, T4, size=32) is False       # detected, extracted again
+    assert entry.read_bytes() == data
+    assert np.array_equal(cache.load_or_extract(clip_file, T4, size=32).frames, good.frames)
+
+
+def test_random_views_are_reproducible_and_distinct(tmp_path):
+    path = write_opencv(tmp_path / "long.mp4", count=60)
+    one = FrameCache(tmp_path / "one").load_or_extract(path, T4, size=32, view=1)
+    two = FrameCache(tmp_path / "two").load_or_extract(path, T4, size=32, view=1)
+    other = FrameCache(tmp_path / "two").load_or_extract(path, T4, size=32, view=2)
+    assert one.indices.tolist() == two.indices.tolist() == numbers(one)
+    assert one.indices.tolist() != other.indices.tolist()
+    segments = [int(k) * 4 // 60 for k in one.indices]        # one random frame in each of 4 segments
+    assert segments == [0, 1, 2, 3]
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    assert default_cache_dir(RuntimeConfig(cache_dir=str(tmp_path / "x"))) == tmp_path / "x"
+    monkeypatch.setenv("VIDEOSEQ_CACHE", str(tmp_path / "env"))
+    assert default_cache_dir(RuntimeConfig()) == tmp_path / "env"
+    monkeypatch.delenv("VIDEOSEQ_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir(RuntimeConfig()) == tmp_path / "home" / ".cache" / "videoseq"
+
+
+def _dataset(root: Path, per_class: int, *, count: int = 12, width: int = 48, height: int = 32) -> Path:
+    """Two classes of `per_class` videos; frame counts differ so that no two files have the same content."""
+    for c, label in enumerate(("a", "b")):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            write_opencv(root / label / f"{label}{i:02d}.mp4", count=count + c * per_class + i,
+                         width=width, height=height)
+    return root
+
+
+def test_extract_dataset_views_rerun_and_a_video_that_breaks(tmp_path):
+    index = scan_dataset(_dataset(tmp_path / "ds", 4), DataConfig(), workers=0)
+    cache = FrameCache(tmp_path / "frames")
+    n_train = len(index.ok("train"))
+    n = 2 * n_train + len(index.ok()) - n_train                 # two views per train video, one otherwise
+    first = extract_dataset(index, cache, T4, size=16, views=2, workers=2, progress=False)
+    assert first == (n, 0, [])
+    assert extract_dataset(index, cache, T4, size=16, views=2, workers=0, progress=False) == (0, n, [])
+    # a file that was fine at scan time breaks before extraction: reported, marked, the rest goes on
+    victim = index.ok("test")[0].path
+    write_text(victim)
+    report = extract_dataset(index, cache, T4, size=16, views=2, workers=0, progress=False)
+    assert report.extracted == 0 and report.cached == n - 1
+    assert [p for p, _ in report.failed] == [victim] and report.failed[0][1]
+    assert victim in [e.path for e in index.skipped()]
+    assert extract_dataset(index, cache, T4, size=16, views=2, workers=0, progress=False) == (0, n - 1, [])
+
+
+_KILLED_RUN = """
+import sys
+from videoseq.cache import FrameCache, extract_dataset
+from videoseq.config import SamplingConfig
+from videoseq.dataset import DatasetIndex
+index = DatasetIndex.from_json(sys.argv[1])
+extract_dataset(index, FrameCache(sys.argv[2]), SamplingConfig(frames=8), size=48, workers=2, progress=False)
+"""
+
+
+def test_sigkill_during_extraction_leaves_no_partial_entry(tmp_path):
+    index = scan_dataset(_dataset(tmp_path / "ds", 20, count=30, width=96, height=64), DataConfig(), workers=0)
+    index.to_json(tmp_path / "index.json")
+    frames = tmp_path / "frames"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(tmp_path / "index.json"), str(frames)],
+                            cwd=REPO, start_new_session=True)          # its own group: the pool dies with it
+    try:
+        deadline = time.monotonic() + 60
+        while not (frames.exists() and len(list(frames.rglob("*.npz"))) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "extraction ended before the kill"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = assert_entries_load(frames)
+    assert 2 <= done < 40, done
+    report = extract_dataset(index, FrameCache(frames), SamplingConfig(frames=8), size=48, workers=0,
+                             progress=False)
+    assert report.failed == [] and report.cached == done and report.extracted == 40 - done
+    assert assert_entries_load(frames) == 40
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path, clip_file):
+    cache = FrameCache(tmp_path / "frames")
+    entry = cache.entry_path(clip_file, T4, size=32)
+    entry.parent.mkdir(parents=True)
+    stale, fresh = entry.parent / f".{entry.name}.abc.tmp", entry.parent / f".{entry.name}.def.tmp"
+    stale.write_bytes(b"PK\x03\x04 half of an entry")
+    fresh.write_bytes(b"another process is writing this one")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert cache.remove_stale_temp(older_than_s=3600) == 1
+    assert not stale.exists() and fresh.exists()
