@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from videoseq.errors import DatasetError, VideoReadError
+from videoseq.synthetic_render import finish_frames
 from videoseq.synthetic_tasks import TaskSpec, ramp
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,8 @@ def render_shot(shot: Shot, rng: np.random.Generator, sources=None) -> np.ndarra
     for t, i in enumerate(shot.index):
         k = w / shot.cw[t]                                   # source px -> output px
         m = np.array([[k, 0, w / 2 - k * shot.cx[t]], [0, k, h / 2 - k * shot.cy[t]]], np.float32)
-        f = cv2.warpAffine(src[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        f = f.astype(np.float32) * shot.brightness[t]
-        if shot.noise_sigma > 0:
-            f += rng.normal(0.0, shot.noise_sigma, f.shape).astype(np.float32)
-        out[t] = np.clip(f, 0, 255).astype(np.uint8)
-    return out
+        cv2.warpAffine(src[i], m, (w, h), dst=out[t], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return finish_frames(out, shot.brightness, shot.noise_sigma, rng)
 
 
 # ----------------------------------------------------------------------------- shared drawing of shots

@@ -146,15 +146,27 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     n = scene.num_frames
     out = np.empty((n, h, w, 3), np.uint8)
     for t in range(n):
-        img = scene.background.copy()
+        img = out[t]
+        img[...] = scene.background
         for tr in scene.tracks:
             if tr.visible is None or tr.visible[t]:
                 draw_shape(img, tr.shape, tr.x[t], tr.y[t], tr.r[t], tr.angle, tr.color)
-        f = img.astype(np.float32) * scene.brightness[t]
-        f += rng.normal(0.0, scene.noise_sigma, f.shape).astype(np.float32)
-        np.clip(f, 0, 255, out=f)
-        out[t] = f.astype(np.uint8)
-    return out
+    return finish_frames(out, scene.brightness, scene.noise_sigma, rng)
+
+
+def finish_frames(frames: np.ndarray, brightness: np.ndarray, noise_sigma: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """uint8 frames (n, H, W, 3) times a per-frame brightness (n,), plus Gaussian noise: one vectorised pass."""
+    f = frames.astype(np.float32)
+    if not np.all(brightness == 1.0):
+        f *= np.asarray(brightness, np.float32)[:, None, None, None]
+    if noise_sigma > 0:            # OpenCV's generator, seeded from ours: 5x faster than numpy's normal
+        noise = np.empty_like(f)
+        cv2.setRNGSeed(int(rng.integers(2**31 - 1)))
+        cv2.randn(noise.reshape(len(f), -1), 0.0, float(noise_sigma))
+        f += noise
+    np.clip(f, 0, 255, out=f)
+    return f.astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- encoding
