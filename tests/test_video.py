@@ -19,6 +19,8 @@ MAKERS = {
     "h264_long_gop.mp4": (lambda p: media.write_h264(p, count=150, gop=250), 150),
     "h264_short_gop.mp4": (lambda p: media.write_h264(p, count=300, gop=4), 300),
     "mjpeg.avi": (lambda p: media.write_opencv(p, count=300, fourcc="MJPG"), 300),
+    "mjpeg_ffmpeg.avi": (lambda p: media.write_ffmpeg(p, count=60, codec="mjpeg", gop=1), 60),
+    "mjpeg.mov": (lambda p: media.write_ffmpeg(p, count=200, codec="mjpeg", gop=1), 200),
     "mp4v.mp4": (lambda p: media.write_opencv(p, count=90), 90),
     "h264.mkv": (lambda p: media.write_h264(p, count=90, gop=12), 90),
     "h264.mov": (lambda p: media.write_h264(p, count=90, gop=12), 90),
@@ -33,7 +35,8 @@ TRUNCATED = {   # cut in half: still decodes its first part
     "cut.ts": lambda p, d: media.write_h264(d / "c.ts", count=120, gop=12),
     "cut_mjpeg.avi": lambda p, d: media.write_opencv(d / "c.avi", count=120, fourcc="MJPG"),
 }
-SEEKING = ("h264_short_gop.mp4", "mjpeg.avi")   # files where read_frames takes the seek path for T=4
+SEEKING = ("h264_short_gop.mp4", "mjpeg.mov")   # files where read_frames takes the seek path for T=4
+JPEG_PACKETS = ("mjpeg.avi", "mjpeg_ffmpeg.avi")  # files where it decodes only the kept JPEG packets
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +143,23 @@ def test_dense_keyframes_take_the_seek_path(videos, name):
     index = decode.index_packets(path)
     assert index.seekable
     assert decode.seek_cost(index, sample_indices(index.count, count=4)) < decode.SEEK_WORTH * index.count
+
+
+@pytest.mark.parametrize("name", [*MAKERS, *TRUNCATED])
+def test_jpeg_packets_are_the_sequential_frames_or_refused(videos, name):
+    path, reference, _ = videos[name]
+    index = decode.index_packets(path)
+    assert index.jpeg_packets == (name in JPEG_PACKETS or name == "cut_mjpeg.avi")
+    if not index.jpeg_packets:
+        return
+    targets = np.unique(np.linspace(0, index.count - 1, 7).astype(int))
+    got = decode.read_jpeg_packets(path, index, targets, lambda bgr: resize_crop(bgr, S)[..., ::-1])
+    if name == "cut_mjpeg.avi":           # its last JPEG is cut short: must fall back to decoding all
+        assert got is None
+        return
+    assert got.count == len(reference)
+    for k in targets:
+        assert np.array_equal(got.frames[k], reference[k]), (name, k)
 
 
 @pytest.mark.parametrize("name", ["vfr.mp4", "h264.ts"])

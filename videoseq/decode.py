@@ -10,6 +10,10 @@ the frames at a set of such numbers:
   checked against the timestamp that frame must carry (from the packet index), and any mismatch makes
   it give up (the caller falls back to the sequential reader).
 
+- `read_jpeg_packets`: for MJPEG in AVI (every frame a JPEG, no rotation metadata possible), read the
+  packets without decoding and decode only the kept ones, each as a one-frame JPEG stream through the
+  same FFmpeg decoder and colour conversion (pixel-identical to the sequential decode, tested).
+
 `index_packets` reads the container's packets without decoding them (OpenCV raw mode, milliseconds
 even for long files): the packet count, keyframe positions and presentation timestamps. It decides
 whether seeking can be exact and cheaper, and gives the provisional frame count that the decode then
@@ -18,6 +22,7 @@ confirms.
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import os
 import string
@@ -49,6 +54,7 @@ class PacketIndex(NamedTuple):
     codec: str                   # FourCC as text, e.g. "h264", "MJPG"
     fps: float                   # container frame rate (average on variable-rate files)
     seekable: bool               # constant frame rate and not MPEG-TS: OpenCV's seek can be exact
+    jpeg_packets: bool           # MJPEG in AVI, packets in presentation order: read_jpeg_packets applies
 
 
 # ----------------------------------------------------------------------------- opening and diagnosis
@@ -129,6 +135,15 @@ def fourcc_text(cap: cv2.VideoCapture) -> str:
     return text if text.isprintable() and text else f"0x{code:08x}"
 
 
+JPEG_CODECS = {"MJPG", "mjpg", "jpeg", "JPEG", "AVRn", "dmb1"}
+
+
+def is_avi(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(12)
+    return head[:4] == b"RIFF" and head[8:12] == b"AVI "
+
+
 def is_mpeg_ts(path: Path) -> bool:
     """MPEG transport stream (188-byte packets) or M2TS (192): OpenCV's frame seeking is not exact there."""
     with path.open("rb") as f:
@@ -157,8 +172,10 @@ def index_packets(path: str | Path) -> PacketIndex:
     rank[order] = np.arange(len(order))
     keyframes = np.sort(rank[np.asarray(keys, bool)]) if pts else np.zeros(0, np.int64)
     sorted_pts = pts_arr[order]
+    in_order = bool(np.all(np.diff(pts_arr) > 0))
+    jpeg = codec in JPEG_CODECS and all(keys) and in_order and is_avi(path)
     return PacketIndex(len(pts), keyframes, sorted_pts, codec, fps,
-                       _constant_rate(sorted_pts, fps) and not is_mpeg_ts(path))
+                       _constant_rate(sorted_pts, fps) and not is_mpeg_ts(path), jpeg)
 
 
 def _constant_rate(pts_ms: np.ndarray, fps: float) -> bool:
@@ -270,3 +287,48 @@ def read_seeking(path: str | Path, index: PacketIndex, targets: np.ndarray,
     finally:
         cap.release()
     return Decoded(kept, index.count, shape[1], shape[0], rotation)
+
+
+def _decode_jpeg(packet: np.ndarray) -> np.ndarray | None:
+    """One JPEG packet decoded by OpenCV's FFmpeg (jpeg_pipe demuxer, mjpeg decoder): BGR or None.
+
+    A packet without its end-of-image marker (a cut file) is refused: a sequential decode paints the
+    missing part from the previous frame, a standalone decode cannot.
+    """
+    data = packet.tobytes()
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    stream = io.BytesIO(data)   # must outlive the capture: OpenCV reads it lazily
+    cap = cv2.VideoCapture(stream, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    try:
+        ok, frame = cap.read() if cap.isOpened() else (False, None)
+    finally:
+        cap.release()
+    return frame if ok else None
+
+
+def read_jpeg_packets(path: str | Path, index: PacketIndex, targets: np.ndarray,
+                      transform: Transform) -> Decoded | None:
+    """Fetch the frames at `targets` of an MJPEG AVI by decoding only their packets; also decodes the
+    last packet to confirm the count. None when a packet does not decode (the caller falls back)."""
+    want = set(np.unique(targets).tolist())
+    last = index.count - 1
+    kept: dict[int, np.ndarray] = {}
+    shape = [0, 0]
+    cap = open_capture(path, raw=True)
+    try:
+        for k in range(index.count):
+            if not cap.grab():
+                return None
+            if k in want or k == last:
+                ok, packet = cap.retrieve()
+                frame = _decode_jpeg(packet) if ok else None
+                if frame is None:
+                    logger.debug("%s: JPEG packet %d does not decode on its own", path, k)
+                    return None
+                if k in want:
+                    shape[:] = frame.shape[:2]
+                    kept[k] = transform(frame)
+    finally:
+        cap.release()
+    return Decoded(kept, index.count, shape[1], shape[0], 0)

@@ -4,9 +4,10 @@ Frame numbers always mean positions in a full sequential decode. `read_frames` r
 frames that `iter_frames` would yield at the sampled positions, whatever the container says:
 
 1. A packet pass (no decoding, milliseconds) gives the provisional frame count, keyframes and timestamps.
-2. The frames at the indices for that count are fetched either by seeking (constant-frame-rate files
-   whose keyframes are dense relative to the sampling stride: MJPEG, short GOPs; every seek verified by
-   timestamp) or by one sequential pass that decodes all and converts only the kept frames.
+2. The frames at the indices for that count are fetched by decoding only their packets (MJPEG AVI), by
+   seeking (constant-frame-rate files whose keyframes are dense relative to the sampling stride: short
+   GOPs; every seek verified by timestamp) or by one sequential pass that decodes all and converts only
+   the kept frames.
 3. If decoding ends at a different count (a truncated file), the indices are recomputed for the true
    count with the same random offsets, and only the frames still missing are re-read.
 Only the kept frames, already resized, are held in memory.
@@ -181,7 +182,9 @@ def read_frames(path: str | Path, *, count: int = 16, size: int = 112,
     indices, mask = _plan(index.count, offsets, count, short)
     wanted = indices[mask]
     got = None
-    if index.seekable and decode.seek_cost(index, wanted) < decode.SEEK_WORTH * index.count:
+    if index.jpeg_packets:
+        got = decode.read_jpeg_packets(path, index, wanted, transform)
+    elif index.seekable and decode.seek_cost(index, wanted) < decode.SEEK_WORTH * index.count:
         got = decode.read_seeking(path, index, wanted, transform)
     if got is None:
         got = decode.read_sequential(path, set(wanted.tolist()), transform)
