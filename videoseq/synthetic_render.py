@@ -195,13 +195,17 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _ffmpeg_writer(*codec_args: str) -> Callable[[Path, np.ndarray, float], None]:
+def _ffmpeg_writer(*codec_args: str, align: int = 2) -> Callable[[Path, np.ndarray, float], None]:
+    """Pipe raw BGR frames into the ffmpeg CLI. Sides are padded (edge rows/columns repeated) to a
+    multiple of `align`: 4:2:0 needs even sides, and this build's libx265 crashes unless they are x8."""
     def write(path: Path, frames: np.ndarray, fps: float) -> None:
         h, w = frames.shape[1:3]
+        ph, pw = -h % align, -w % align
+        if ph or pw:
+            frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+            h, w = h + ph, w + pw
         cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
-               "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-",
-               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",   # 4:2:0 needs even sides
-               "-threads", "1", *codec_args, "-pix_fmt", "yuv420p", "-an", str(path)]
+               "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", "-threads", "1", *codec_args, "-pix_fmt", "yuv420p", "-an", str(path)]
         proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{path}: ffmpeg failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
@@ -215,7 +219,7 @@ CODECS: dict[str, Codec] = {
     "h264": Codec(".mp4", _ffmpeg_writer("-c:v", "libx264", "-preset", "veryfast", "-crf", "20")),
     "h264_mkv": Codec(".mkv", _ffmpeg_writer("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")),
     "hevc": Codec(".mkv", _ffmpeg_writer("-c:v", "libx265", "-preset", "ultrafast", "-crf", "26",
-                                         "-x265-params", "log-level=error:pools=none:frame-threads=1")),
+                                         "-x265-params", "log-level=error:pools=none:frame-threads=1", align=8)),
     "vp9": Codec(".webm", _ffmpeg_writer("-c:v", "libvpx-vp9", "-deadline", "realtime",
                                          "-cpu-used", "8", "-b:v", "0", "-crf", "34")),
     "mpeg2": Codec(".mpg", _ffmpeg_writer("-c:v", "mpeg2video", "-q:v", "4")),
