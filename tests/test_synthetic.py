@@ -269,3 +269,75 @@ def test_cli_generate_prints_where_and_class_counts(tmp_path, capsys):
     assert {p.suffix for p in dest.rglob("*_0*") if not p.name.startswith("broken_")} == {".avi"}
     assert main(["generate", str(tmp_path / "x"), "--task", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- tasks cut from real footage
+
+@pytest.mark.parametrize("task,keys", [
+    ("real_pan", ["cx", "cy", "time"]),
+    ("real_zoom", ["scale", "cx", "time"]),
+    ("real_fade", ["brightness", "time"]),
+])
+def test_real_footage_single_frames_have_the_same_distribution_in_both_classes(task, keys):
+    _assert_same_distribution(task, keys, clips=250)
+
+
+def _gray(frames_bgr):
+    return [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) for f in frames_bgr]
+
+
+def _centre_zoom(img: np.ndarray, s: float) -> np.ndarray:
+    """The central s-fraction of img, enlarged back to full size: what a zoom in by 1/s shows."""
+    h, w = img.shape
+    ch, cw = round(h * s), round(w * s)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return cv2.resize(img[y:y + ch, x:x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def real_rule(task: str, frames_bgr: np.ndarray) -> str:
+    g = _gray(frames_bgr)
+    if task == "real_pan":       # the picture moves left when the camera pans right
+        win = cv2.createHanningWindow(g[0].shape[::-1], cv2.CV_32F)
+        dx = sum(cv2.phaseCorrelate(a, b, win)[0][0] for a, b in zip(g, g[1:]))
+        return "pan_right" if dx < 0 else "pan_left"
+    if task == "real_zoom":      # does a later frame look like an enlarged centre of an earlier one?
+        votes = 0
+        for a, b in zip(g[::4], g[4::4]):
+            err_in = min(np.abs(_centre_zoom(a, s) - b).mean() for s in (0.8, 0.87, 0.93))
+            err_out = min(np.abs(_centre_zoom(b, s) - a).mean() for s in (0.8, 0.87, 0.93))
+            votes += 1 if err_in < err_out else -1
+        return "zoom_in" if votes > 0 else "zoom_out"
+    if task == "real_fade":
+        lum = np.array([x.mean() for x in g])
+        return "fade_in" if lum[-len(lum) // 3:].mean() > lum[:len(lum) // 3].mean() else "fade_out"
+    raise AssertionError(task)
+
+
+@pytest.mark.parametrize("task", ["real_pan", "real_zoom", "real_fade"])
+def test_real_footage_sequence_rule_recovers_the_class(task):
+    spec, srcs = resolve_task(task)
+    results = []
+    for label, cls in enumerate(spec.classes):
+        for i in range(8):
+            frames, _ = render_clip(spec, label, n=24, size=(160, 120), seed_seq=(21, label, i), sources=srcs)
+            results.append(real_rule(task, frames) == cls)
+    assert np.mean(results) >= 0.93, f"{task}: rule right on {sum(results)}/{len(results)}"
+
+
+def test_real_scene_classes_are_the_sources(tmp_path):
+    spec, srcs = resolve_task("real_scene")
+    assert spec.classes == ("bigbuckbunny", "bikes", "carphone_pristine") and spec.ceiling == 1.0
+    dest = generate_dataset(tmp_path / "scene", task="real_scene", videos_per_class=3, frames=(6, 8),
+                            sources=["skimage:chelsea", "skimage:coffee"], codecs=["h264"],
+                            workers=0, progress=False)
+    meta = json.loads((dest / "generate.json").read_text())
+    assert meta["classes"] == ["chelsea", "coffee"]
+    sizes = {(v["width"], v["height"]) for v in meta["videos"]}
+    assert all(w > h for w, h in sizes)          # the real-footage default sizes are landscape, not square
+    for v in meta["videos"]:
+        clip = read_frames(dest / v["path"], count=4, size=64)
+        assert clip.info.width == v["width"] and clip.info.height == v["height"]
+    with pytest.raises(DatasetError, match="source video not found"):
+        resolve_task("real_pan", [str(tmp_path / "missing.mp4")])
+    with pytest.raises(DatasetError, match="distinct"):
+        resolve_task("real_scene", ["skimage:coffee", "skimage:coffee"])

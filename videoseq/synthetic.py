@@ -23,7 +23,7 @@ import numpy as np
 
 from videoseq.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from videoseq.errors import ConfigError, DatasetError
-from videoseq.footage import FOOTAGE_TASKS, default_sources, scene_classes
+from videoseq.footage import FOOTAGE_TASKS, default_sources, load_source, scene_classes
 from videoseq.registry import UnknownNameError
 from videoseq.synthetic_render import CODECS, write_video
 from videoseq.synthetic_tasks import SYNTHETIC_TASKS, TaskSpec
@@ -106,6 +106,8 @@ def generate_dataset(dest: str | Path, *, task: str, videos_per_class: int = 20,
     if _reusable(dest, params):
         log.info("%s already holds this dataset; reusing it", dest)
         return dest
+    for source in srcs:          # decode each source once, here, so that the workers share the cached copy
+        load_source(source)
     tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         jobs, records = _plan_jobs(tmp, spec, params, srcs)
