@@ -77,3 +77,26 @@ def tiny_config(tmp_path) -> str:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_CONFIG)
     return str(path)
+
+
+@pytest.fixture
+def make_clip():
+    """`make_clip(path, level=..., frames=..., seed=...)` writes a real tiny .avi (see write_clip)."""
+    return write_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A real (untrained) small_cnn + lstm bundle for the tiny clips: 2 classes, 4 frames of 32x32."""
+    import torch
+
+    from videoseq.bundle import save_bundle
+    from videoseq.config import config_from_dict
+    from videoseq.models import build_model
+
+    config = config_from_dict({"sampling": {"frames": 4, "size": 32},
+                               "model": {"encoder": "small_cnn", "weights": None, "pooling": "avg", "hidden": 8}})
+    torch.manual_seed(0)
+    model = build_model(config.model, "lstm", len(CLASSES))
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "lstm", model=model, head="lstm", config=config,
+                       classes=list(CLASSES), metrics={"val_accuracy": 0.5})
