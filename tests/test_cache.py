@@ -15,7 +15,7 @@ import pytest
 from media import frame_number, write_opencv, write_text
 from videoseq.cache import FrameCache, default_cache_dir, extract_dataset, file_digest
 from videoseq.config import DataConfig, RuntimeConfig, SamplingConfig
-from videoseq.dataset import DatasetIndex, scan_dataset
+from videoseq.dataset import scan_dataset
 from videoseq.video import sample_indices
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from media import truncate, write_empty, write_opencv, write_text
+from media import truncate, write_audio_only, write_empty, write_opencv, write_text
 from videoseq.cli import main
 from videoseq.config import DataConfig
 from videoseq.dataset import DatasetIndex, scan_dataset
@@ -235,6 +235,7 @@ def mixed(tmp_path) -> Path:
     write_empty(root / "a" / "empty.mp4")
     truncate(good, root / "a" / "cut.mp4", fraction=0.3)
     write_text(root / "b" / "text.mp4")
+    write_audio_only(root / "b" / "sound.mp4", seconds=0.2)
     video(root / "b" / "short.mp4", frames=2)
     return root
 
@@ -242,7 +243,7 @@ def mixed(tmp_path) -> Path:
 def test_broken_files_are_listed_with_reasons_not_raised(mixed):
     index = scan_dataset(mixed, DataConfig(min_frames=3), workers=2)
     reasons = {index.relpath(e): e.status for e in index.skipped()}
-    assert set(reasons) == {"a/empty.mp4", "a/cut.mp4", "b/text.mp4", "b/short.mp4"}
+    assert set(reasons) == {"a/empty.mp4", "a/cut.mp4", "b/text.mp4", "b/sound.mp4", "b/short.mp4"}
     assert reasons["b/short.mp4"] == "too short (2 < 3)"
     assert all(r for r in reasons.values())
     assert len(index.ok()) == 8
@@ -276,6 +277,10 @@ def test_scan_command_in_process(mixed, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "layout: folders" in out and "a/empty.mp4: " in out and "b/text.mp4: " in out
     assert DatasetIndex.from_json(tmp_path / "i.json").layout == "folders"
+    assert main(["scan", str(mixed), "--workers", "0", "--group-regex", "([ab])"]) == 2   # 1 group per class
+    assert "class 'a' has 4 usable video(s) in 1 group(s)" in capsys.readouterr().err
+    assert main(["scan", str(mixed), "--workers", "0", "--group-regex", "(unclosed"]) == 2
+    assert "not a valid regular expression" in capsys.readouterr().err
     assert main(["scan", str(tmp_path / "nowhere")]) == 2
     assert "not a folder" in capsys.readouterr().err
 
@@ -287,7 +292,7 @@ def test_scan_subprocess_json_and_exit_codes(mixed, tmp_path):
     assert proc.returncode == 0, proc.stderr
     raw = json.loads(proc.stdout)
     assert {e["path"]: e["status"] != "ok" for e in raw["entries"]}["a/cut.mp4"]
-    assert len([e for e in raw["entries"] if e["status"] != "ok"]) == 3
+    assert len([e for e in raw["entries"] if e["status"] != "ok"]) == 4
     only_broken = tmp_path / "broken"
     (only_broken / "a").mkdir(parents=True)
     write_text(only_broken / "a" / "x.mp4")

@@ -12,7 +12,6 @@ decoded here: `Found.status` is "" for a file still to be probed, or the reason 
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -21,8 +20,6 @@ from typing import NamedTuple
 from videoseq.config import DataConfig
 from videoseq.errors import DatasetError
 from videoseq.splits import SPLITS, compile_group_regex, group_of
-
-log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "split", "group")
