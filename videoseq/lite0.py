@@ -41,17 +41,24 @@ BN_MOMENTUM = 0.01   # PyTorch convention for TF's 0.99
 
 
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding computed from the input size (any input size works)."""
+    """Conv2d with TensorFlow "SAME" padding for any input size. With stride 1 (and an odd kernel)
+    that is ordinary symmetric padding; with stride 2 it is computed from the input and may put
+    the extra row/column at the bottom/right."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, *, stride: int = 1, groups: int = 1,
+                 bias: bool = False):
+        assert kernel % 2 == 1
+        super().__init__(cin, cout, kernel, stride=stride, groups=groups, bias=bias,
+                         padding=kernel // 2 if stride == 1 else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if self.stride[0] == 1:
+            return super().forward(x)
+        (ih, iw), (k, _), (s, _) = x.shape[-2:], self.kernel_size, self.stride
+        pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
+        pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return super().forward(x)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
