@@ -199,6 +199,13 @@ def write_text(path: str | Path) -> Path:
     return path
 
 
+def write_noise(path: str | Path, *, size: int = 4096, seed: int = 0) -> Path:
+    """Random bytes with a video suffix (no recognisable container)."""
+    path = Path(path)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
+    return path
+
+
 def truncate(src: str | Path, dest: str | Path, *, fraction: float = 0.5) -> Path:
     """Copy the first `fraction` of the bytes of `src` to `dest` (a download cut short)."""
     data = Path(src).read_bytes()

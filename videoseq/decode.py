@@ -81,30 +81,40 @@ def open_capture(path: str | Path, *, raw: bool = False) -> cv2.VideoCapture:
     return cap
 
 
-def _mp4_boxes(data: bytes) -> list[bytes]:
-    """Top-level ISO-BMFF box types found in `data` (stops at the first implausible box)."""
-    boxes, pos = [], 0
-    while pos + 8 <= len(data):
-        size = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        if size == 1 and pos + 16 <= len(data):
-            size = int.from_bytes(data[pos + 8:pos + 16], "big")
-        if size < 8 or not kind.isalnum() and kind != b"free":
-            break
-        boxes.append(kind)
-        pos += size
+def _mp4_boxes(path: Path) -> dict[bytes, tuple[int, int]]:
+    """Top-level ISO-BMFF boxes of `path`: type -> (offset, size); stops at the first implausible box."""
+    boxes: dict[bytes, tuple[int, int]] = {}
+    total = path.stat().st_size
+    with path.open("rb") as f:
+        pos = 0
+        while pos + 8 <= total:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1 and len(head) == 16:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:                       # box runs to the end of the file
+                size = total - pos
+            if size < 8 or not kind.isalnum():
+                break
+            boxes.setdefault(kind, (pos, size))
+            pos += size
     return boxes
 
 
 def diagnose(path: Path) -> str:
     """Why FFmpeg/OpenCV cannot open `path`, as a short reason."""
-    data = path.read_bytes() if path.stat().st_size < 64 << 20 else path.open("rb").read(1 << 20)
-    head = data[:512]
-    if data[4:8] == b"ftyp":
-        boxes = _mp4_boxes(data)
+    with path.open("rb") as f:
+        head = f.read(512)
+    if head[4:8] == b"ftyp":
+        boxes = _mp4_boxes(path)
         if b"moov" not in boxes:
             return "truncated or incomplete MP4/MOV (no moov index; the end of the file is missing)"
-        if b"vide" not in data:
+        offset, size = boxes[b"moov"]
+        with path.open("rb") as f:
+            f.seek(offset)
+            moov = f.read(min(size, 64 << 20))
+        if b"vide" not in moov:                   # no track with a video handler
             return "no video stream"
         return "cannot open the MP4/MOV (corrupt index)"
     printable = set(string.printable.encode())
