@@ -278,3 +278,15 @@ def test_real_footage_is_read_exactly(name):
         expected = sample_indices(len(reference), count=count, mode=mode, rng=np.random.default_rng(7))
         assert clip.indices.tolist() == expected.tolist() and clip.info.num_frames == len(reference)
         assert np.array_equal(clip.frames, reference[expected])
+
+
+def test_bad_read_arguments_and_decoder_errors(videos):
+    path = videos["three.mp4"][0]
+    with pytest.raises(ValueError, match="choose from mask, repeat"):
+        read_frames(path, short="pad")
+    with pytest.raises(ValueError, match="count >= 1"):
+        read_frames(path, count=0)
+    import cv2
+    with pytest.raises(VideoReadError, match="x.mp4: decoder error"):
+        with decode.decoder_errors("x.mp4"):
+            cv2.resize(np.zeros((0, 0, 3), np.uint8), (4, 4))

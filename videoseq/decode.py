@@ -22,6 +22,7 @@ confirms.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import logging
 import os
@@ -58,6 +59,18 @@ class PacketIndex(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- opening and diagnosis
+
+@contextlib.contextmanager
+def decoder_errors(path: str | Path):
+    """Turn OpenCV/OS errors met while decoding `path` into a one-line VideoReadError."""
+    try:
+        yield
+    except cv2.error as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise VideoReadError(path, f"decoder error: {lines[-1].strip() if lines else 'cv2.error'}") from None
+    except OSError as e:
+        raise VideoReadError(path, f"cannot read ({e.strerror or e})") from None
+
 
 def check_file(path: str | Path) -> Path:
     path = Path(path)

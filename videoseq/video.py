@@ -75,10 +75,12 @@ def _rgb_transform(size: int | None):
 def iter_frames(path: str | Path, *, size: int | None = None) -> Iterator[np.ndarray]:
     """Every frame of a full sequential decode, in order: (H, W, 3) uint8 RGB, or (size, size, 3)."""
     transform = _rgb_transform(size)
-    cap = decode.open_capture(path)
+    with decode.decoder_errors(path):
+        cap = decode.open_capture(path)
     try:
         while True:
-            ok, frame = cap.read()
+            with decode.decoder_errors(path):
+                ok, frame = cap.read()
             if not ok:
                 break
             yield transform(frame)
@@ -142,23 +144,22 @@ def probe(path: str | Path, *, count_frames: bool = False) -> VideoInfo:
     """Codec, rate, size (after rotation), duration and frame count. Decodes the first frame (a file
     that cannot is unusable); with count_frames=True decodes all, so num_frames is exact."""
     path = Path(path)
-    index = decode.index_packets(path)
-    if index.count == 0:
-        raise VideoReadError(path, "no video frames (no video packets in the file)")
-    cap = decode.open_capture(path)
-    try:
-        ok, first = cap.read()
-        if not ok:
-            raise VideoReadError(path, f"cannot decode any frame (codec {index.codec})")
-        rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 360   # clockwise, applied by OpenCV
-        num_frames, exact = index.count, False
-        if count_frames:
-            num_frames = 1
-            while cap.grab():
-                num_frames += 1
-            exact = True
-    finally:
-        cap.release()
+    with decode.decoder_errors(path):
+        index = decode.index_packets(path)
+        cap = decode.open_capture(path)
+        try:
+            ok, first = cap.read()
+            if not ok:
+                raise VideoReadError(path, f"cannot decode any frame (codec {index.codec})")
+            rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 360   # clockwise, applied by OpenCV
+            num_frames, exact = index.count, False
+            if count_frames or not index.count:
+                num_frames = 1
+                while cap.grab():
+                    num_frames += 1
+                exact = True
+        finally:
+            cap.release()
     return _info(path, index, width=first.shape[1], height=first.shape[0], rotation=rotation,
                  num_frames=num_frames, exact=exact)
 
@@ -172,35 +173,30 @@ def read_frames(path: str | Path, *, count: int = 16, size: int = 112,
     them, resized to (size, size) RGB: Clip.frames (count, size, size, 3) uint8."""
     if short not in ("repeat", "mask"):
         raise ValueError(f"unknown short-video policy {short!r}; choose from mask, repeat")
+    if count < 1 or size < 1:
+        raise ValueError(f"need count >= 1 and size >= 1, got {count} and {size}")
     path = Path(path)
     offsets = _offsets(mode, count, rng)        # drawn once: the same offsets serve any frame count
     transform = _rgb_transform(size)
-    index = decode.index_packets(path)
-    if index.count == 0:
-        raise VideoReadError(path, "no video frames (no video packets in the file)")
-
-    indices, mask = _plan(index.count, offsets, count, short)
-    wanted = indices[mask]
-    got = None
-    if index.jpeg_packets:
-        got = decode.read_jpeg_packets(path, index, wanted, transform)
-    elif index.seekable and decode.seek_cost(index, wanted) < decode.SEEK_WORTH * index.count:
-        got = decode.read_seeking(path, index, wanted, transform)
-    if got is None:
-        got = decode.read_sequential(path, set(wanted.tolist()), transform)
+    with decode.decoder_errors(path):
+        index = decode.index_packets(path)
+        wanted = np.zeros(0, np.int64)          # no packets seen: count by decoding, then plan
+        if index.count:
+            indices, mask = _plan(index.count, offsets, count, short)
+            wanted = indices[mask]
+        got = _fetch(path, index, wanted, transform)
         if got.count == 0:
             raise VideoReadError(path, f"cannot decode any frame (codec {index.codec})")
-        if got.count != index.count:
+        if got.count != index.count:            # the packets promised another count: re-plan, re-read
             logger.warning("%s: decoded %d frames, the container has %d packets (truncated or damaged)",
                            path, got.count, index.count)
             indices, mask = _plan(got.count, offsets, count, short)
-            wanted = indices[mask]
-            missing = set(wanted.tolist()) - got.frames.keys()
+            missing = set(indices[mask].tolist()) - got.frames.keys()
             if missing:
                 more = decode.read_sequential(path, missing, transform, stop_after=max(missing))
                 got.frames.update(more.frames)
                 got = got._replace(width=got.width or more.width, height=got.height or more.height)
-    frames = np.zeros((count, size, size, 3), np.uint8)
+    frames = np.zeros((count, size, size, 3), np.uint8)   # (T, S, S, 3); padded steps stay black
     for step, k in enumerate(indices):
         if mask[step]:
             if k not in got.frames:    # the second decode ended earlier than the first: an unstable file
@@ -209,3 +205,14 @@ def read_frames(path: str | Path, *, count: int = 16, size: int = 112,
     info = _info(path, index, width=got.width, height=got.height, rotation=got.rotation,
                  num_frames=got.count, exact=True)
     return Clip(frames, indices, mask, info)
+
+
+def _fetch(path: Path, index: decode.PacketIndex, wanted: np.ndarray,
+           transform: decode.Transform) -> decode.Decoded:
+    """The frames at `wanted` by the cheapest exact strategy; the sequential decode when others give up."""
+    got = None
+    if index.jpeg_packets:
+        got = decode.read_jpeg_packets(path, index, wanted, transform)
+    elif index.seekable and decode.seek_cost(index, wanted) < decode.SEEK_WORTH * index.count:
+        got = decode.read_seeking(path, index, wanted, transform)
+    return got if got is not None else decode.read_sequential(path, set(wanted.tolist()), transform)
