@@ -109,8 +109,8 @@ def save_bundle(dest: str | Path, *, model: "VideoClassifier", head: str, config
 
 
 def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
-    """Rebuild the classifier stored at `path` (a bundle, or a run folder: its best head); raise
-    `BundleError` saying what is wrong if it can't."""
+    """Rebuild the classifier stored at `path` (a bundle, or a run folder: its best head) on `device`
+    ("cpu", "cuda", "auto"); raise `BundleError` saying what is wrong if it can't."""
     path = Path(path)
     if path.is_dir() and not (path / "config.json").exists() and (path / "models").is_dir():
         path = choose_bundle(path)
@@ -141,6 +141,9 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     except RuntimeError as e:
         raise BundleError(f"{path}: model.pt does not fit the {enc['name']}+{head} model "
                           f"({_first_line(e)})") from None
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     sampling = meta["sampling"]
     return Bundle(path=path, model=model, config=cfg, head=head, encoder=enc["name"],

@@ -20,7 +20,6 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
@@ -76,6 +75,12 @@ def record_of(result: Result) -> dict:
     return result.to_json()
 
 
+class Sampling(NamedTuple):
+    frames: int                    # T
+    size: int                      # S
+    short: str                     # "repeat" | "mask"
+
+
 def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size: int = 1,
                    workers: int = 2, cache: "FrameCache | None" = None,
                    thumbnails: bool = False) -> Iterator[Result]:
@@ -85,41 +90,72 @@ def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size:
         yield results[0]
 
 
-def classify_paths_multi(paths: Iterable[str | Path], bundles: Sequence["Bundle"], *,
-                         batch_size: int = 1, workers: int = 2, cache: "FrameCache | None" = None,
+def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle] | Future", *,
+                         sampling: Sampling | None = None, batch_size: int = 1, workers: int = 2,
+                         cache: "FrameCache | None" = None,
                          thumbnails: bool = False) -> Iterator[list[Result]]:
     """Like `classify_paths` for several bundles at once (`classify --compare`): each video is decoded
-    once and run through every bundle; yields one list (in bundle order) per path."""
-    if not bundles:
-        raise ValueError("classify_paths_multi needs at least one bundle")
-    first = bundles[0]
-    sampling = (first.frames, first.size, first.short)
-    if any((b.frames, b.size, b.short) != sampling for b in bundles):
-        raise VideoseqError("the models sample frames differently (frames/size/short); "
-                            "classify with one --head at a time")
+    once and run through every bundle; yields one list (in bundle order) per path.
+
+    `bundles` may be a Future of the list (`load_bundles_async`): the first videos then decode while
+    the models load; `sampling` must be given with it. Loading errors are raised before any result."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    clips = iter_clips(paths, first, workers=workers, cache=cache,
-                       prefetch=max(2 * workers, batch_size) + batch_size)
+    if isinstance(bundles, Future):
+        if sampling is None:
+            raise ValueError("classify_paths_multi: give `sampling` with a Future of bundles")
+        loaded: list | None = None
+    else:
+        loaded = _check_same_sampling(list(bundles))
+        sampling = sampling or _sampling_of(loaded[0])
+
+    def ready() -> list["Bundle"]:
+        nonlocal loaded
+        if loaded is None:
+            loaded = _check_same_sampling(list(bundles.result()))
+            if _sampling_of(loaded[0]) != sampling:
+                raise VideoseqError(f"{loaded[0].path}: samples {_sampling_of(loaded[0])}, expected {sampling}")
+        return loaded
+
+    clips = iter_clips(paths, sampling, workers=workers, cache=cache,
+                       prefetch=max(4 * workers, 2 * batch_size))
     batch: list[tuple[str, "Clip", float]] = []
     pending: list[tuple[int, str, str]] = []   # failures waiting for the batch before them
     for path, clip, seconds in clips:
         if isinstance(clip, str):
             if not batch:
-                yield [FailedInput(path, clip)] * len(bundles)
+                yield [FailedInput(path, clip)] * len(ready())
             else:
                 pending.append((len(batch), path, clip))
             continue
         batch.append((path, clip, seconds))
         if len(batch) == batch_size:
-            yield from _flush(batch, pending, bundles, batch_size, thumbnails)
+            yield from _flush(batch, pending, ready(), batch_size, thumbnails)
             batch, pending = [], []
     if batch:
-        yield from _flush(batch, pending, bundles, batch_size, thumbnails)
+        yield from _flush(batch, pending, ready(), batch_size, thumbnails)
+    ready()  # no inputs at all: still report a model that cannot load
 
 
-def iter_clips(paths: Iterable[str | Path], bundle: "Bundle", *, workers: int = 2,
-               cache: "FrameCache | None" = None, prefetch: int = 4
+def load_bundles_async(paths: Sequence[str | Path], *, device: str = "cpu") -> tuple[Sampling, Future]:
+    """Check the bundles' config.json now (cheap, no torch) and load the models in a background thread.
+
+    Returns their common sampling and a Future of the loaded bundles, for `classify_paths_multi`."""
+    from videoseq.bundle import load_bundle, read_bundle_meta
+
+    samplings = {Sampling(int(m["sampling"]["frames"]), int(m["sampling"]["size"]), str(m["sampling"]["short"]))
+                 for m in (read_bundle_meta(p) for p in paths)}
+    if len(samplings) != 1:
+        raise VideoseqError("the models sample frames differently (frames/size/short); "
+                            "classify with one --head at a time")
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-model")
+    future = loader.submit(lambda: [load_bundle(p, device=device) for p in paths])
+    loader.shutdown(wait=False)
+    return samplings.pop(), future
+
+
+def iter_clips(paths: Iterable[str | Path], sampling: Sampling, *, workers: int = 2,
+               cache: "FrameCache | None" = None, prefetch: int = 8
                ) -> Iterator[tuple[str, "Clip | str", float]]:
     """(path, clip or error reason, decode seconds) per path, in order, decoding ahead in threads."""
     inflight: deque[tuple[str, Future]] = deque()
@@ -127,7 +163,7 @@ def iter_clips(paths: Iterable[str | Path], bundle: "Bundle", *, workers: int = 
         try:
             for path in paths:
                 path = str(path)
-                inflight.append((path, pool.submit(_decode, path, bundle, cache)))
+                inflight.append((path, pool.submit(_decode, path, sampling, cache)))
                 if len(inflight) >= prefetch:
                     yield _result(*inflight.popleft())
             while inflight:
@@ -216,17 +252,30 @@ def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str]
 
 # --- internals -----------------------------------------------------------------------------------
 
-def _decode(path: str, bundle: "Bundle", cache: "FrameCache | None") -> tuple["Clip", float]:
+def _decode(path: str, sampling: Sampling, cache: "FrameCache | None") -> tuple["Clip", float]:
     started = time.perf_counter()
     if cache is not None:
-        sampling = replace(bundle.config.sampling, frames=bundle.frames, size=bundle.size,
-                           short=bundle.short)
-        clip = cache.load_or_extract(path, sampling, size=bundle.size)
+        from videoseq.config import SamplingConfig
+        config = SamplingConfig(frames=sampling.frames, size=sampling.size, short=sampling.short)
+        clip = cache.load_or_extract(path, config, size=sampling.size)
     else:
         from videoseq.video import read_frames
-        clip = read_frames(path, count=bundle.frames, size=bundle.size, mode="uniform",
-                           short=bundle.short)
+        clip = read_frames(path, count=sampling.frames, size=sampling.size, mode="uniform",
+                           short=sampling.short)
     return clip, time.perf_counter() - started
+
+
+def _sampling_of(bundle: "Bundle") -> Sampling:
+    return Sampling(bundle.frames, bundle.size, bundle.short)
+
+
+def _check_same_sampling(bundles: list["Bundle"]) -> list["Bundle"]:
+    if not bundles:
+        raise ValueError("classify_paths_multi needs at least one bundle")
+    if len({_sampling_of(b) for b in bundles}) != 1:
+        raise VideoseqError("the models sample frames differently (frames/size/short); "
+                            "classify with one --head at a time")
+    return bundles
 
 
 def _result(path: str, future: Future) -> tuple[str, "Clip | str", float]:

@@ -32,34 +32,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, metavar="B",
                    help="videos per forward pass (padded to B: results never depend on the neighbours)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads running ahead of inference")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.bundle import choose_bundle, find_bundles, load_bundle
+    from videoseq.bundle import choose_bundle, find_bundles, read_bundle_meta
     from videoseq.config import VIDEO_EXTENSIONS
-    from videoseq.errors import BundleError
+    from videoseq.predict import FailedInput, classify_paths_multi, load_bundles_async
 
     if args.compare and args.head:
         return _usage("--compare runs every head; leave out --head")
     if args.batch_size < 1 or args.top_k < 1 or args.workers < 1:
         return _usage("--batch-size, --top-k and --workers must be at least 1")
 
-    if args.compare:
-        bundles = [load_bundle(p) for p in _ordered(find_bundles(args.model)).values()]
-    else:
-        bundles = [load_bundle(choose_bundle(args.model, head=args.head))]
-    shown = len(bundles)
-    if args.timeline and bundles[0].head != "per_frame" and not any(b.head == "per_frame" for b in bundles):
-        try:  # the run's per_frame head adds each frame's own prediction to the timeline
-            per_frame = find_bundles(args.model).get("per_frame")
-        except BundleError:
-            per_frame = None
-        if per_frame is not None:
-            extra = load_bundle(per_frame)
-            if (extra.frames, extra.size, extra.short) == (bundles[0].frames, bundles[0].size, bundles[0].short):
-                bundles.append(extra)
+    # config.json only (no torch yet): the models load in the background while the first videos decode
+    chosen = list(_ordered(find_bundles(args.model)).values()) if args.compare \
+        else [choose_bundle(args.model, head=args.head)]
+    metas = [read_bundle_meta(p) for p in chosen]
+    shown = len(chosen)
+    if args.timeline and not any(m["head"] == "per_frame" for m in metas):
+        extra = _per_frame_companion(args.model, metas[0])
+        if extra is not None:  # the run's per_frame head adds each frame's own prediction to the timeline
+            chosen.append(extra)
+    sampling, bundles = load_bundles_async(chosen, device=args.device)
 
-    extensions = {e.lower() for e in (bundles[0].config.data.extensions or VIDEO_EXTENSIONS)}
+    extensions = {e.lower() for e in (metas[0]["config"].get("data", {}).get("extensions") or VIDEO_EXTENSIONS)}
     failed = 0
     paths: list[str] = []
     for item in expand_inputs(args.inputs, extensions):
@@ -71,17 +68,17 @@ def run(args: argparse.Namespace) -> int:
     if args.timeline and args.timeline.lower().endswith(".png") and len(paths) > 1:
         return _usage(f"--timeline {args.timeline}: one file for {len(paths)} videos; give a folder")
 
-    from videoseq.predict import FailedInput, classify_paths_multi
-
-    if not args.json and paths:
-        _print_header(bundles[:shown])
+    header_done = args.json
     timelines: dict[str, int] = {}
-    for results in classify_paths_multi(paths, bundles, batch_size=args.batch_size,
+    for results in classify_paths_multi(paths, bundles, sampling=sampling, batch_size=args.batch_size,
                                         workers=args.workers, thumbnails=bool(args.timeline)):
         if isinstance(results[0], FailedInput):
             _report_failure(results[0].path, results[0].error, as_json=args.json)
             failed += 1
             continue
+        if not header_done:
+            _print_header(results[:shown], chosen)
+            header_done = True
         if args.json:
             for r in results[:shown]:
                 print(json.dumps(r.to_json()), flush=True)
@@ -90,6 +87,20 @@ def run(args: argparse.Namespace) -> int:
         if args.timeline:
             _write_timeline(args.timeline, results, timelines)
     return 1 if failed else 0
+
+
+def _per_frame_companion(model: str, meta: dict) -> Path | None:
+    from videoseq.bundle import find_bundles, read_bundle_meta
+    from videoseq.errors import BundleError
+
+    try:
+        path = find_bundles(model).get("per_frame")
+        if path is None:
+            return None
+        extra = read_bundle_meta(path)
+    except BundleError:
+        return None
+    return path if extra["sampling"] == meta["sampling"] else None
 
 
 def expand_inputs(inputs: list[str], extensions: set[str]) -> Iterator[str | tuple[str, str]]:
@@ -116,11 +127,11 @@ def expand_inputs(inputs: list[str], extensions: set[str]) -> Iterator[str | tup
 
 # --- output --------------------------------------------------------------------------------------
 
-def _print_header(bundles) -> None:
-    if len(bundles) == 1:
-        print(f"{'label':<16} {'score':>6}  top-k{'':<30} path   (model: {bundles[0].head}, {bundles[0].path})")
+def _print_header(results, paths: list[Path]) -> None:
+    if len(results) == 1:
+        print(f"{'label':<16} {'score':>6}  top-k{'':<30} path   (model: {results[0].head}, {paths[0]})")
     else:
-        print("  ".join(f"{b.head:<24}" for b in bundles) + "  path")
+        print("  ".join(f"{r.head:<24}" for r in results) + "  path")
     sys.stdout.flush()
 
 

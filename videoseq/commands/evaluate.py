@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, metavar="B",
                    help="videos per forward pass (as for classify)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads / scan processes")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from videoseq.errors import DatasetError
     from videoseq.predict import evaluate_paths
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, device=args.device)
     index = scan_dataset(args.root, bundle.config.data, workers=args.workers)
     entries = index.ok(None if args.split == "all" else args.split)
     if not entries:
