@@ -32,8 +32,10 @@ class FeatureBatches:
     """Batches of `(feats (B, T, D) float32, mask (B, T) bool, y (B,))` from a `SplitFeatures`."""
 
     def __init__(self, split: SplitFeatures, *, batch_size: int, shuffle: bool = False,
-                 random_view: bool = False, seed: int = 0):
+                 random_view: bool = False, seed: int = 0,
+                 normalize: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.split = split
+        self.normalize = normalize      # (mean (D,), std (D,)): yields (x - mean) / std
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.random_view = random_view
@@ -47,7 +49,10 @@ class FeatureBatches:
         plan = _epoch_plan(len(labels), feats.shape[1], batch_size=self.batch_size, shuffle=self.shuffle,
                            random_view=self.random_view, generator=self.generator)
         for idx, view in plan:
-            yield feats[idx, view].float(), mask[idx, view], labels[idx]   # (B, T, D), (B, T), (B,)
+            x = feats[idx, view].float()                                   # (B, T, D)
+            if self.normalize is not None:
+                x = (x - self.normalize[0]) / self.normalize[1]
+            yield x, mask[idx, view], labels[idx]                          # (B, T, D), (B, T), (B,)
 
 
 class ClipBatches:

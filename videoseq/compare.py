@@ -18,6 +18,7 @@ import torch
 
 from videoseq.config import Config, config_digest
 from videoseq.errors import DatasetError
+from videoseq.features import feature_stats, fold_input_normalization
 from videoseq.train import EvalResult, FitResult, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,11 @@ def _batches(data: Data, config: Config, *, seed: int):
 
     bs = config.train.batch_size
     if config.train.mode == "frozen":
-        return (FeatureBatches(data.train, batch_size=bs, shuffle=True, random_view=True, seed=seed),
-                FeatureBatches(data.val, batch_size=bs), FeatureBatches(data.test, batch_size=bs))
+        norm = feature_stats(data.train)       # heads train on standardised features (folded in later)
+        return (FeatureBatches(data.train, batch_size=bs, shuffle=True, random_view=True, seed=seed,
+                               normalize=norm),
+                FeatureBatches(data.val, batch_size=bs, normalize=norm),
+                FeatureBatches(data.test, batch_size=bs))
     from videoseq.cache import FrameCache, default_cache_dir
 
     cache = FrameCache(Path(default_cache_dir(config.runtime)) / "frames")
@@ -156,6 +160,8 @@ def train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path, 
                  checkpoint=run_dir / "runs" / head / f"seed{seed}" / "checkpoint.pt",
                  fingerprint=run_fingerprint(data, config, head, seed))
     model.load_state_dict(result.best_state)
+    if config.train.mode == "frozen":
+        fold_input_normalization(model, *train_b.normalize)   # the head now takes raw features
     test = evaluate(model, test_b, device=device, steps=True)
     log.info("%s seed %d: val %.3f (epoch %d), test %.3f", head, seed, result.best_val_accuracy,
              result.best_epoch, test.accuracy)

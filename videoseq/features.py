@@ -48,6 +48,34 @@ def encoder_identity(encoder: torch.nn.Module) -> str:
     return f"{readable[:60]}-{hashlib.blake2b(cid.encode(), digest_size=6).hexdigest()}"
 
 
+def feature_stats(split: SplitFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every valid frame of a split: (D,), (D,) float32.
+
+    The std is floored at a tenth of the typical std, so dimensions that are (almost) constant in
+    training cannot blow up an unseen value at test time.
+    """
+    valid = split.feats[split.mask].float()                        # (frames, D)
+    mean = valid.mean(dim=0)
+    var = valid.var(dim=0, unbiased=False)
+    eps2 = 0.01 * var.mean().clamp_min(1e-12)
+    return mean, (var + eps2).sqrt()
+
+
+def fold_input_normalization(head: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make a head trained on (x - mean) / std take raw features x, exactly (in eval mode).
+
+    Heads begin with `embed = Sequential(Dropout, Linear(D, hidden), ...)`: W z + b with
+    z = (x - mean) / std equals (W / std) x + (b - (W / std) mean).
+    """
+    linear = next((m for m in getattr(head, "embed", []) if isinstance(m, torch.nn.Linear)), None)
+    if linear is None or linear.in_features != mean.numel():
+        raise TypeError(f"{type(head).__name__}: no input Linear(D={mean.numel()}, ...) in head.embed to fold into")
+    with torch.no_grad():
+        w = linear.weight / std.to(linear.weight)[None, :]          # (hidden, D)
+        linear.bias -= w @ mean.to(w)
+        linear.weight.copy_(w)
+
+
 class FeatureStore:
     """Per-clip `(T, D)` features of one encoder, stored under `root/<encoder identity>/`."""
 
