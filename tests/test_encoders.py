@@ -235,3 +235,16 @@ def test_lite0_without_its_package_says_what_to_install(monkeypatch):
 def test_imagenet_logits_needs_the_classifier():
     with pytest.raises(ValueError, match="with_classifier=True"):
         build_encoder("small_cnn").imagenet_logits(torch.randn(1, 3, 32, 32))
+
+
+def test_input_size_override_is_part_of_the_cache_id():
+    torch.manual_seed(0)
+    default = build_encoder("small_cnn")
+    torch.manual_seed(0)
+    small = build_encoder("small_cnn", input_size=32)
+    assert (default.input_size, small.input_size) == (64, 32)
+    assert small.cache_id() == default.cache_id().replace("small_cnn-", "small_cnn@32-", 1)
+    with torch.no_grad():
+        assert small.eval()(torch.randn(1, 3, 32, 32)).shape == (1, small.out_dim)
+    with pytest.raises(ValueError, match="input_size 8"):
+        build_encoder("small_cnn", input_size=8)

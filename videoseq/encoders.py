@@ -53,7 +53,8 @@ class FrameEncoder(nn.Module):
 
     def __init__(self, trunk: nn.Module, *, name: str, channels: int, input_size: int,
                  mean: tuple[float, ...], std: tuple[float, ...], pooling: str = "avg",
-                 weights_label: str = "random", classifier: nn.Module | None = None):
+                 weights_label: str = "random", classifier: nn.Module | None = None,
+                 default_size: int | None = None):
         super().__init__()
         grid = parse_pooling(pooling)
         self.trunk = trunk
@@ -63,6 +64,7 @@ class FrameEncoder(nn.Module):
         self.channels = channels
         self.out_dim = channels * grid * grid
         self.input_size = input_size
+        self.default_size = default_size or input_size   # the size its weights were trained at
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.pooling = pooling
@@ -91,14 +93,15 @@ class FrameEncoder(nn.Module):
         return super().train(mode and not self.frozen)
 
     def cache_id(self) -> str:
-        """name + weights + pooling + a digest of the current parameters, e.g.
-        `efficientnet_lite0-DEFAULT-grid2-3f9a0c1d2e4b`. The digest makes the id honest for random
+        """name (+ @size when not the default) + weights + pooling + a digest of the current
+        parameters, e.g. `efficientnet_lite0-DEFAULT-grid2-3f9a0c1d2e4b`. The digest makes the id honest for random
         init, fine-tuned or bundle-loaded weights alike; it costs ~20 ms per 5M parameters."""
         h = hashlib.blake2b(digest_size=6)
         for key, tensor in self.trunk.state_dict().items():
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return f"{self.name}-{self.weights_label}-{self.pooling}-{h.hexdigest()}"
+        size = "" if self.input_size == self.default_size else f"@{self.input_size}"
+        return f"{self.name}{size}-{self.weights_label}-{self.pooling}-{h.hexdigest()}"
 
     def extra_repr(self) -> str:
         return (f"name={self.name}, weights={self.weights_label}, pooling={self.pooling}, "
@@ -122,19 +125,24 @@ ENCODERS: Registry[Callable[[str | None], Built]] = Registry("encoder")
 
 
 def build_encoder(name: str, *, weights: str | None = None, pooling: str = "avg",
-                  with_classifier: bool = False) -> FrameEncoder:
+                  input_size: int | None = None, with_classifier: bool = False) -> FrameEncoder:
     """The registered encoder `name` (see `list_encoders()`), its weights loaded.
 
+    input_size overrides the side frames are resized to (None = the encoder's own, e.g. 224 for
+    ImageNet weights; every trunk is fully convolutional, and Lite0 at 112 is ~5x faster on CPU).
     with_classifier keeps the pretrained ImageNet head (for `imagenet_logits`); off by default so
     bundles and optimisers carry only the trunk.
     """
     builder = ENCODERS.get(name)
     parse_pooling(pooling)  # fail before building a large model
+    if input_size is not None and not 16 <= input_size <= 1024:
+        raise ValueError(f"{name}: input_size {input_size} outside 16..1024")
     built = builder(weights)
     if built.channels_last:
         built.trunk.to(memory_format=torch.channels_last)   # inputs may stay NCHW
     log.info("encoder %s: weights=%s pooling=%s", name, built.weights_label, pooling)
-    return FrameEncoder(built.trunk, name=name, channels=built.channels, input_size=built.input_size,
+    return FrameEncoder(built.trunk, name=name, channels=built.channels,
+                        input_size=input_size or built.input_size, default_size=built.input_size,
                         mean=built.mean, std=built.std, pooling=pooling,
                         weights_label=built.weights_label,
                         classifier=built.classifier if with_classifier else None)
