@@ -52,12 +52,12 @@ def build_model(config: ModelConfig, head: str, num_classes: int, *,
                 load_weights: bool = True, freeze_encoder: bool = False) -> VideoClassifier:
     """Encoder and head as the config says.
 
-    `config.input_size` (if the config has it; None = the encoder's default) sets the frame side.
+    `config.input_size` (None = the encoder's default) sets the frame side.
     load_weights=False builds the encoder with random init (the caller is about to load a bundle's
     state dict, so DEFAULT weights need not be present); freeze_encoder for frozen training.
     """
     encoder = build_encoder(config.encoder, weights=config.weights if load_weights else None,
-                            pooling=config.pooling, input_size=getattr(config, "input_size", None))
+                            pooling=config.pooling, input_size=config.input_size)
     if not load_weights:
         encoder.weights_label = weights_label(config.weights)   # what the loaded state will be
     if freeze_encoder:
