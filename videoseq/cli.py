@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name == f"videoseq.commands.{name}":
                 continue  # command not built yet
             raise
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
         module.add_arguments(p)
         p.set_defaults(_module=module)
