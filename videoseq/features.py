@@ -2,7 +2,7 @@
 
     store = FeatureStore(cache_dir / "features", encoder)
     split = store.load_split(index.ok("train"), frame_cache, sampling, size=64, views=2, classes=classes)
-    split.feats   # (N, V, T, D) float16: V sampled views per video (train views are augmentation)
+    split.feats   # (N, V, T, D) float32: V sampled views per video (train views are augmentation)
 
 An entry is keyed by (video content digest, sampling parameters, frame size, view) and by the
 encoder's identity: `encoder.cache_id()` plus a digest of its weights, so two randomly initialised
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class SplitFeatures(NamedTuple):
-    feats: torch.Tensor    # (N, V, T, D) float16
+    feats: torch.Tensor    # (N, V, T, D) float32
     mask: torch.Tensor     # (N, V, T) bool, False on padded steps
     labels: torch.Tensor   # (N,) int64 class indices
     paths: list[str]       # (N,) video files, in the order of the rows
@@ -80,7 +80,7 @@ class FeatureStore:
     """Per-clip `(T, D)` features of one encoder, stored under `root/<encoder identity>/`."""
 
     def __init__(self, root: str | Path, encoder: torch.nn.Module, *, device: str | torch.device = "cpu",
-                 batch_frames: int = 128, dtype: np.dtype = np.float16):
+                 batch_frames: int = 128, dtype: np.dtype = np.float32):
         self.encoder = encoder
         self.device = torch.device(device)
         self.batch_frames = batch_frames

@@ -1,0 +1,157 @@
+"""compare_heads end to end on real tiny videos: the run directory, the exactly-once encoder, resume
+after a kill, the `compare`/`train` commands, and (slow) the accuracy contrasts on synthetic tasks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from videoseq.compare import compare_heads
+from videoseq.config import load_config
+from videoseq.encoders import FrameEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# small and fast: 6 frames of 64x64, 3 epochs, decoding in-process
+TINY = ["model.encoder=small_cnn", "model.weights=null", "model.pooling=grid2", "model.hidden=32",
+        "sampling.frames=6", "sampling.size=64", "sampling.train_views=2", "train.mode=frozen",
+        "train.epochs=3", "train.batch_size=8", "train.patience=3", "runtime.workers=0",
+        "runtime.progress=false", "compare.bootstrap=200"]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    from videoseq.synthetic import generate_dataset
+
+    dest = tmp_path_factory.mktemp("data") / "direction"
+    return generate_dataset(dest, task="direction", videos_per_class=5, frames=(12, 16), size=(64, 64),
+                            broken=1, workers=0, progress=False)
+
+
+class EncoderCounter:
+    """Counts frames through every FrameEncoder with a global forward hook."""
+
+    def __enter__(self):
+        self.frames = 0
+
+        def hook(module, args, output):
+            if isinstance(module, FrameEncoder):
+                self.frames += args[0].shape[0]
+        self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _strip(metrics: dict) -> dict:
+    """metrics without wall-clock times (the only values allowed to differ between runs)."""
+    m = json.loads(json.dumps(metrics))
+    m.pop("seconds")
+    for v in m["models"].values():
+        v.pop("train_seconds")
+    return m
+
+
+def test_run_directory_schema_bundles_and_exactly_once_encoding(tiny_root, tmp_path):
+    cfg = load_config(overrides=TINY + ["train.seeds=2", "compare.heads=[per_frame,lstm,conv1d]"])
+    with EncoderCounter() as first:
+        metrics = compare_heads(tiny_root, tmp_path / "run", cfg, progress=False)
+    # every sampled (valid) frame once: train videos x 2 views, val/test x 1 view, across 3 heads x 2 seeds
+    index = json.loads((tmp_path / "run" / "index.json").read_text())
+    counts = metrics["dataset"]["counts"]
+    assert first.frames == 6 * (2 * counts["train"] + counts["val"] + counts["test"])
+    with EncoderCounter() as second:
+        again = compare_heads(tiny_root, tmp_path / "run2", cfg, progress=False)
+    assert second.frames == 0
+    assert _strip(again) == _strip(metrics)
+
+    # metrics.json: exactly the DESIGN.md keys (plus documented extras)
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert set(on_disk["dataset"]) == {"root", "classes", "counts", "skipped"}
+    assert on_disk["dataset"]["classes"] == ["left", "right", "up", "down"] or \
+        sorted(on_disk["dataset"]["classes"]) == ["down", "left", "right", "up"]
+    assert len(on_disk["dataset"]["skipped"]) == 1 and on_disk["dataset"]["skipped"][0]["reason"]
+    design = {"accuracy", "accuracy_ci95", "mean_class_accuracy", "frame_accuracy", "confusion",
+              "train_seconds", "seeds", "accuracy_per_seed"}
+    for head, m in on_disk["models"].items():
+        assert design <= set(m), head
+        assert m["seeds"] == [0, 1] and len(m["accuracy_per_seed"]) == 2
+        assert m["accuracy"] == pytest.approx(np.mean(m["accuracy_per_seed"]))
+        lo, hi = m["accuracy_ci95"]
+        assert 0 <= lo <= m["accuracy"] <= hi <= 1
+        assert np.asarray(m["confusion"]).sum() == 2 * counts["test"]
+        assert (m["frame_accuracy"] is None) == (head != "per_frame")
+        assert 0 <= m["val_accuracy"] <= 1
+    assert [(c["a"], c["b"]) for c in on_disk["comparisons"]] == [
+        ("per_frame", "lstm"), ("per_frame", "conv1d"), ("lstm", "conv1d")]
+    for c in on_disk["comparisons"]:
+        assert set(c) >= {"a", "b", "delta", "delta_ci95", "mcnemar_p"} and 0 <= c["mcnemar_p"] <= 1
+
+    run = tmp_path / "run"
+    assert (run / "index.json").is_file() and len(index) > 0
+    for name in ("learning_curves", "confusion", "accuracy_over_frames"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 1000
+    report = (run / "report.md").read_text()
+    assert "| per_frame |" in report and "McNemar" in report and "plots/confusion.png" in report
+
+    # bundles: the best seed of each head, loadable alone, reproducing that seed's test accuracy
+    from videoseq.bundle import load_bundle
+    from videoseq.predict import classify_paths
+
+    for head in ("per_frame", "lstm", "conv1d"):
+        bundle = load_bundle(run / "models" / head)
+        saved = json.loads((run / "models" / head / "metrics.json").read_text())
+        assert saved["val_accuracy"] == on_disk["models"][head]["val_accuracy"]
+        tests = [p for p in sorted(tiny_root.glob("test/*/*")) if p.is_file()]
+        preds = list(classify_paths([str(p) for p in tests], bundle))
+        acc = np.mean([p.label == Path(p.path).parent.name for p in preds])
+        assert acc == pytest.approx(saved["test_accuracy"])
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_compare_resumes_to_the_same_result(tiny_root, tmp_path):
+    cfg = load_config(overrides=TINY)
+    reference = compare_heads(tiny_root, tmp_path / "ref", cfg, progress=False)
+
+    def kill_midway(stage: str, fraction: float) -> None:
+        if stage == "train" and fraction > 0.6:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        compare_heads(tiny_root, tmp_path / "run", cfg, progress=False, on_event=kill_midway)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert (tmp_path / "run" / "runs" / "per_frame" / "seed0" / "checkpoint.pt").is_file()
+    events = []
+    resumed = compare_heads(tiny_root, tmp_path / "run", cfg, progress=False,
+                            on_event=lambda s, f: events.append((s, f)))
+    assert _strip(resumed) == _strip(reference)
+    # per_frame had finished: the rerun trained only lstm's remaining epochs
+    train_events = [f for s, f in events if s == "train"]
+    assert len(train_events) < cfg.train.epochs * 2
+
+
+def test_compare_and_train_commands(tiny_root, tmp_path, capsys):
+    from videoseq.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    rc = main(["compare", str(tiny_root), "--out", str(tmp_path / "run"), "--heads", "per_frame,gru", *sets])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| gru |" in out and "report:" in out
+    assert list(json.loads((tmp_path / "run" / "metrics.json").read_text())["models"]) == ["per_frame", "gru"]
+
+    rc = main(["train", str(tiny_root), "--head", "lstm", "--out", str(tmp_path / "bundle"), "--json", *sets])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["head"] == "lstm" and 0 <= result["test_accuracy"] <= 1
+    assert (tmp_path / "bundle" / "model.pt").is_file()
+    assert not (tmp_path / ".bundle.work").exists()
+
+    rc = main(["train", str(tiny_root), "--head", "nope", "--out", str(tmp_path / "b2"), *sets])
+    assert rc == 2 and "unknown head 'nope'" in capsys.readouterr().err
