@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -56,25 +57,41 @@ def _strip(metrics: dict) -> dict:
     return m
 
 
-def test_run_directory_schema_bundles_and_exactly_once_encoding(tiny_root, tmp_path):
-    cfg = load_config(overrides=TINY + ["train.seeds=2", "compare.heads=[per_frame,lstm,conv1d]"])
-    with EncoderCounter() as first:
-        metrics = compare_heads(tiny_root, tmp_path / "run", cfg, progress=False)
-    # every sampled (valid) frame once: train videos x 2 views, val/test x 1 view, across 3 heads x 2 seeds
-    index = json.loads((tmp_path / "run" / "index.json").read_text())
-    counts = metrics["dataset"]["counts"]
-    assert first.frames == 6 * (2 * counts["train"] + counts["val"] + counts["test"])
-    with EncoderCounter() as second:
-        again = compare_heads(tiny_root, tmp_path / "run2", cfg, progress=False)
-    assert second.frames == 0
-    assert _strip(again) == _strip(metrics)
+class Reference(NamedTuple):
+    config: object
+    run: Path
+    metrics: dict
+    encoded: int          # frames through the encoder during the run
 
-    # metrics.json: exactly the DESIGN.md keys (plus documented extras)
-    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+@pytest.fixture(scope="module")
+def reference(tiny_root, tmp_path_factory) -> Reference:
+    """One compare of three heads x two seeds, with its own frame/feature cache for the module."""
+    base = tmp_path_factory.mktemp("reference")
+    cfg = load_config(overrides=TINY + ["train.seeds=2", "compare.heads=[per_frame,lstm,conv1d]",
+                                        f"runtime.cache_dir={base / 'cache'}"])
+    with EncoderCounter() as counter:
+        metrics = compare_heads(tiny_root, base / "run", cfg, progress=False)
+    return Reference(cfg, base / "run", metrics, counter.frames)
+
+
+def test_each_sampled_frame_is_encoded_exactly_once(reference, tiny_root, tmp_path):
+    # train videos x 2 views, val/test x 1 view, T=6 frames each: once across 3 heads x 2 seeds
+    counts = reference.metrics["dataset"]["counts"]
+    assert reference.encoded == 6 * (2 * counts["train"] + counts["val"] + counts["test"])
+    with EncoderCounter() as rerun:
+        again = compare_heads(tiny_root, tmp_path / "rerun", reference.config, progress=False)
+    assert rerun.frames == 0
+    assert _strip(again) == _strip(reference.metrics)
+
+
+def test_run_directory_schema_report_and_bundles(reference, tiny_root):
+    run, metrics = reference.run, reference.metrics
+    counts = metrics["dataset"]["counts"]
+    on_disk = json.loads((run / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     assert set(on_disk["dataset"]) == {"root", "classes", "counts", "skipped"}
-    assert on_disk["dataset"]["classes"] == ["left", "right", "up", "down"] or \
-        sorted(on_disk["dataset"]["classes"]) == ["down", "left", "right", "up"]
+    assert sorted(on_disk["dataset"]["classes"]) == ["down", "left", "right", "up"]
     assert len(on_disk["dataset"]["skipped"]) == 1 and on_disk["dataset"]["skipped"][0]["reason"]
     design = {"accuracy", "accuracy_ci95", "mean_class_accuracy", "frame_accuracy", "confusion",
               "train_seconds", "seeds", "accuracy_per_seed"}
@@ -92,8 +109,8 @@ def test_run_directory_schema_bundles_and_exactly_once_encoding(tiny_root, tmp_p
     for c in on_disk["comparisons"]:
         assert set(c) >= {"a", "b", "delta", "delta_ci95", "mcnemar_p"} and 0 <= c["mcnemar_p"] <= 1
 
-    run = tmp_path / "run"
-    assert (run / "index.json").is_file() and len(index) > 0
+    index = json.loads((run / "index.json").read_text())
+    assert index and "entries" in index
     for name in ("learning_curves", "confusion", "accuracy_over_frames"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
@@ -103,12 +120,11 @@ def test_run_directory_schema_bundles_and_exactly_once_encoding(tiny_root, tmp_p
     from videoseq.bundle import load_bundle
     from videoseq.predict import classify_paths
 
+    tests = [str(p) for p in sorted(tiny_root.glob("test/*/*")) if p.is_file()]
     for head in ("per_frame", "lstm", "conv1d"):
-        bundle = load_bundle(run / "models" / head)
         saved = json.loads((run / "models" / head / "metrics.json").read_text())
         assert saved["val_accuracy"] == on_disk["models"][head]["val_accuracy"]
-        tests = [p for p in sorted(tiny_root.glob("test/*/*")) if p.is_file()]
-        preds = list(classify_paths([str(p) for p in tests], bundle))
+        preds = list(classify_paths(tests, load_bundle(run / "models" / head)))
         acc = np.mean([p.label == Path(p.path).parent.name for p in preds])
         assert acc == pytest.approx(saved["test_accuracy"])
 
@@ -117,31 +133,30 @@ class Killed(Exception):
     pass
 
 
-def test_killed_compare_resumes_to_the_same_result(tiny_root, tmp_path):
-    cfg = load_config(overrides=TINY)
-    reference = compare_heads(tiny_root, tmp_path / "ref", cfg, progress=False)
-
+def test_killed_compare_resumes_to_the_same_result(reference, tiny_root, tmp_path):
     def kill_midway(stage: str, fraction: float) -> None:
         if stage == "train" and fraction > 0.6:
             raise Killed()
 
     with pytest.raises(Killed):
-        compare_heads(tiny_root, tmp_path / "run", cfg, progress=False, on_event=kill_midway)
+        compare_heads(tiny_root, tmp_path / "run", reference.config, progress=False, on_event=kill_midway)
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert (tmp_path / "run" / "runs" / "per_frame" / "seed0" / "checkpoint.pt").is_file()
     events = []
-    resumed = compare_heads(tiny_root, tmp_path / "run", cfg, progress=False,
+    resumed = compare_heads(tiny_root, tmp_path / "run", reference.config, progress=False,
                             on_event=lambda s, f: events.append((s, f)))
-    assert _strip(resumed) == _strip(reference)
-    # per_frame had finished: the rerun trained only lstm's remaining epochs
+    assert _strip(resumed) == _strip(reference.metrics)
+    # runs finished before the kill were not trained again: fewer epoch events than a fresh run
     train_events = [f for s, f in events if s == "train"]
-    assert len(train_events) < cfg.train.epochs * 2
+    fresh = 3 * 2 * (reference.config.train.epochs + 1)
+    assert len(train_events) < fresh
 
 
-def test_compare_and_train_commands(tiny_root, tmp_path, capsys):
+def test_compare_and_train_commands(reference, tiny_root, tmp_path, capsys):
     from videoseq.cli import main
 
-    sets = [a for s in TINY for a in ("--set", s)]
+    cache = f"runtime.cache_dir={reference.config.runtime.cache_dir}"    # frames/features already there
+    sets = [a for s in TINY + [cache] for a in ("--set", s)]
     rc = main(["compare", str(tiny_root), "--out", str(tmp_path / "run"), "--heads", "per_frame,gru", *sets])
     out = capsys.readouterr().out
     assert rc == 0 and "| gru |" in out and "report:" in out

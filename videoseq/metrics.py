@@ -1,6 +1,6 @@
 """Classification metrics and the statistics that compare two heads on the same test videos.
 
-Pure numpy/scipy: every function takes arrays of labels, predictions or per-video correctness.
+Pure numpy (no scipy import: it costs seconds): every function takes arrays of labels, predictions or per-video correctness.
 
     acc, (lo, hi) = accuracy(y, pred), wilson_interval(int((y == pred).sum()), len(y))
     p = mcnemar_exact(correct_a, correct_b)
@@ -11,10 +11,10 @@ the same N videos. A comparison's delta is accuracy(b) - accuracy(a) (b = the mo
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from scipy import stats
 
 
 class PairComparison(NamedTuple):
@@ -109,7 +109,8 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
-    return float(min(1.0, 2.0 * stats.binom.cdf(min(only_a, only_b), n, 0.5)))
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1))   # exact integers
+    return float(min(1.0, 2 * tail / 2 ** n))
 
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = 2000,
