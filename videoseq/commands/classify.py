@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.debug:  # OpenCV/FFmpeg would print their own lines for every broken file
+        quiet_native_logs()
     from videoseq.bundle import choose_bundle, find_bundles, read_bundle_meta
     from videoseq.config import VIDEO_EXTENSIONS
     from videoseq.predict import FailedInput, classify_paths_multi, load_bundles_async
@@ -87,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         if args.timeline:
             _write_timeline(args.timeline, results, timelines)
     return 1 if failed else 0
+
+
+def quiet_native_logs() -> None:
+    """Silence OpenCV's and FFmpeg's own stderr logging (read when cv2 loads: call before importing it)."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET
 
 
 def _per_frame_companion(model: str, meta: dict) -> Path | None:
