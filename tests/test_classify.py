@@ -55,6 +55,22 @@ def test_results_are_identical_alone_and_in_any_batch(videos, lstm) -> None:
             assert abs(sum(a.probs.values()) - 1) < 1e-9 and a.label == max(a.probs, key=a.probs.get)
 
 
+def test_decoding_runs_a_bounded_distance_ahead(videos, lstm) -> None:
+    """Memory stays flat over any number of files: paths are pulled lazily, at most `prefetch` ahead."""
+    pulled: list[int] = []
+
+    def paths():
+        for i in range(30):
+            pulled.append(i)
+            yield videos["v0"]
+
+    ahead = []
+    for k, result in enumerate(classify_paths(paths(), lstm, workers=2), start=1):
+        assert isinstance(result, Prediction)
+        ahead.append(len(pulled) - k)
+    assert len(ahead) == 30 and max(ahead) <= 8 and ahead[0] >= 1  # decoding did run ahead
+
+
 def test_prediction_matches_the_model_run_by_hand(videos, lstm) -> None:
     from videoseq.transforms import frames_to_tensor
     from videoseq.video import read_frames
