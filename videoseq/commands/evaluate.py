@@ -26,10 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.commands.classify import quiet_native_logs
+    from videoseq.commands.classify import prepare_process
 
-    if not args.debug:  # OpenCV/FFmpeg would print their own lines for every broken file
-        quiet_native_logs()
+    prepare_process(debug=args.debug)
     from videoseq.bundle import load_bundle
     from videoseq.cache import FrameCache, default_cache_dir
     from videoseq.dataset import scan_dataset
