@@ -37,16 +37,19 @@ def plot_timeline(dest: str | Path, prediction: "Prediction", *,
     shown = _classes_to_show(steps, per_frame)
     colours = plt.get_cmap("tab10")
 
-    fig = plt.figure(figsize=(max(6.0, 0.55 * t + 1.5), 4.6), dpi=100)
-    grid = fig.add_gridspec(2, 1, height_ratios=(1, 3), hspace=0.08)
-    strip = fig.add_subplot(grid[0])
-    if prediction.thumbnails is not None:
-        strip.imshow(np.concatenate(list(prediction.thumbnails), axis=1))   # (s, T*s, 3)
+    plot_w = max(4.0, 0.5 * t)                            # inches for the plot area
+    strip_h = min(1.2, plot_w / t)                         # square-ish thumbnails, one per step
+    fig = plt.figure(figsize=(plot_w + 2.6, strip_h + 3.4), dpi=100)
+    grid = fig.add_gridspec(2, 1, height_ratios=(strip_h, 3.0), hspace=0.05)
+    ax = fig.add_subplot(grid[1])
+    strip = fig.add_subplot(grid[0], sharex=ax)
+    if prediction.thumbnails is not None:                 # (T, s, s, 3) -> one image, step k over x = k
+        strip.imshow(np.concatenate(list(prediction.thumbnails), axis=1),
+                     extent=(-0.5, t - 0.5, 0, 1), aspect="auto")
     strip.set_axis_off()
     strip.set_title(f"{Path(prediction.path).name}: {prediction.label} ({prediction.score:.2f}) "
                     f"by {prediction.head}", fontsize=10)
 
-    ax = fig.add_subplot(grid[1])
     x = np.arange(t)
     for n, c in enumerate(shown):
         colour = colours(n % 10)

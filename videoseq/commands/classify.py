@@ -169,7 +169,8 @@ def _report_failure(path: str, reason: str, *, as_json: bool) -> None:
 def _write_timeline(target: str, results, used: dict[str, int]) -> None:
     from videoseq.timeline import plot_timeline
 
-    main = results[0]
+    # the head with memory draws the lines; the per_frame baseline (if any) each frame's own dots
+    main = next((r for r in results if r.head != "per_frame"), results[0])
     per_frame = next((r for r in results if r.head == "per_frame" and r is not main), None)
     if target.lower().endswith(".png"):
         dest = Path(target)
