@@ -17,6 +17,7 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_reruns_classify_only_new_content_and_broken_files_are_not_retried(tmp_path, tiny_bundle, make_clip):
     from flows.classify_inbox import classify_inbox

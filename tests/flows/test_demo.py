@@ -5,20 +5,22 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture
 def quiet_prefect_env(monkeypatch):
-    """The variables demo/run set before importing prefect, restored after the test."""
+    """What demo/run change in the process (environment, prefect logger propagation), restored after."""
+    import logging
+
     for key in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
+    monkeypatch.setattr(logging.getLogger("prefect"), "propagate", logging.getLogger("prefect").propagate)
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("quiet_prefect_env")
+@pytest.mark.usefixtures("prefect_harness", "quiet_prefect_env")
 def test_demo_generates_runs_compares_and_classifies(tmp_path, capsys):
     from videoseq.cli import main
 
@@ -38,7 +40,8 @@ def test_demo_generates_runs_compares_and_classifies(tmp_path, capsys):
     assert len(list((run / "timelines").glob("*.png"))) == 2
 
 
-@pytest.mark.usefixtures("quiet_prefect_env")
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness", "quiet_prefect_env")
 def test_run_command_prints_the_table_and_skipped_files(tiny_dataset_with_broken, tiny_config, tmp_path, capsys):
     from videoseq.cli import main
 

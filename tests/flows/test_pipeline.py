@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# The harness's API server takes 40-100 s to start on the shared 2-core machine: every test here is slow.
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
 def _client():
@@ -101,7 +102,6 @@ def test_a_video_that_breaks_at_extraction_fails_its_own_task_only(tiny_dataset,
         assert runs["extract-cut.avi"].run_count == 1            # bad input is not retried
 
 
-@pytest.mark.slow
 def test_pipeline_on_a_two_worker_dask_cluster(tiny_dataset, tiny_config, tmp_path):
     from flows.pipeline import pipeline
 

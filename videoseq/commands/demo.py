@@ -55,7 +55,7 @@ def pick_examples(root: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.commands.run import prepare_prefect_environment, print_summary
+    from videoseq.commands.run import keep_prefect_logs_to_prefect, prepare_prefect_environment, print_summary
     from videoseq.config import load_config
     from videoseq.synthetic import generate_dataset
 
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_prefect_environment()
     from flows.pipeline import pipeline
 
+    keep_prefect_logs_to_prefect()
     summary = pipeline(root=str(data), run_dir=args.out, config=str(config), overrides=list(args.overrides))
     print(f"[3/4] comparison after {time.perf_counter() - t0:.0f} s")
     print_summary(summary)

@@ -29,6 +29,14 @@ def prepare_prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+def keep_prefect_logs_to_prefect() -> None:
+    """After prefect is imported: its loggers print through Prefect's own console handler only, not
+    a second time through the root handler that `videoseq.cli` installs."""
+    import logging
+
+    logging.getLogger("prefect").propagate = False
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     import json
     from pathlib import Path
@@ -55,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_prefect_environment()
     from flows.pipeline import pipeline
 
+    keep_prefect_logs_to_prefect()
     summary = pipeline(root=args.root, run_dir=args.out, config=args.config, overrides=list(args.overrides))
     print_summary(summary)
     return 0
