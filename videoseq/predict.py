@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-THUMB = 64  # side of the thumbnails kept for timelines
+THUMB = 64                     # side of the thumbnails kept for timelines
+PREFETCH_BYTES = 128 << 20     # decoded clips waiting for inference: at most this much memory
 
 
 class Prediction(NamedTuple):
@@ -82,18 +83,20 @@ class Sampling(NamedTuple):
 
 
 def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size: int = 1,
-                   workers: int = 2, cache: "FrameCache | None" = None,
-                   thumbnails: bool = False) -> Iterator[Result]:
-    """One result per path, in order: a `Prediction`, or a `FailedInput` saying why it failed."""
+                   workers: int = 2, cache: "FrameCache | None" = None, thumbnails: bool = False,
+                   prefetch: int | None = None) -> Iterator[Result]:
+    """One result per path, in order: a `Prediction`, or a `FailedInput` saying why it failed.
+
+    `prefetch`: decoded clips allowed to wait for inference (default: `prefetch_depth`)."""
     for results in classify_paths_multi(paths, [bundle], batch_size=batch_size, workers=workers,
-                                        cache=cache, thumbnails=thumbnails):
+                                        cache=cache, thumbnails=thumbnails, prefetch=prefetch):
         yield results[0]
 
 
 def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle] | Future", *,
                          sampling: Sampling | None = None, batch_size: int = 1, workers: int = 2,
-                         cache: "FrameCache | None" = None,
-                         thumbnails: bool = False) -> Iterator[list[Result]]:
+                         cache: "FrameCache | None" = None, thumbnails: bool = False,
+                         prefetch: int | None = None) -> Iterator[list[Result]]:
     """Like `classify_paths` for several bundles at once (`classify --compare`): each video is decoded
     once and run through every bundle; yields one list (in bundle order) per path.
 
@@ -117,8 +120,8 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
                 raise VideoseqError(f"{loaded[0].path}: samples {_sampling_of(loaded[0])}, expected {sampling}")
         return loaded
 
-    clips = iter_clips(paths, sampling, workers=workers, cache=cache,
-                       prefetch=max(4 * workers, 2 * batch_size))
+    depth = prefetch or prefetch_depth(sampling, workers=workers, batch_size=batch_size)
+    clips = iter_clips(paths, sampling, workers=workers, cache=cache, prefetch=depth)
     batch: list[tuple[str, "Clip", float]] = []
     pending: list[tuple[int, str, str]] = []   # failures waiting for the batch before them
     for path, clip, seconds in clips:
@@ -135,6 +138,13 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
     if batch:
         yield from _flush(batch, pending, ready(), batch_size, thumbnails)
     ready()  # no inputs at all: still report a model that cannot load
+
+
+def prefetch_depth(sampling: Sampling, *, workers: int, batch_size: int) -> int:
+    """How many decoded clips may wait for inference: as many as fit in PREFETCH_BYTES (so decoding
+    keeps going while the model loads or a batch runs), at least 2 batches, at most 256."""
+    clip_bytes = sampling.frames * sampling.size * sampling.size * 3          # (T, S, S, 3) uint8
+    return int(min(256, max(4 * workers, 2 * batch_size, PREFETCH_BYTES // clip_bytes)))
 
 
 def load_bundles_async(paths: Sequence[str | Path], *, device: str = "cpu") -> tuple[Sampling, Future]:

@@ -1,0 +1,208 @@
+"""Benchmark `videoseq classify` end to end; writes docs/benchmarks/classify.md.
+
+1. One long video: a 60 s 1280x720 H.264 file. The whole `videoseq classify` process (start-up, model
+   load, decode, inference, output) against the floor any such tool pays: ffmpeg's full decode of the
+   file plus a bare `python -c "import torch, cv2"`. Target: <= 1.3x.
+2. Many short clips: 200 clips of 3 s in one `videoseq classify DIR` call against the sum of their
+   extraction times (`read_frames` of each clip, one after another, in a warm process). Target: <= 1.2x.
+   Peak memory of the call is recorded for 50 and 200 clips (it should not grow with the count).
+
+    python benchmarks/classify.py [--encoder small_cnn efficientnet_lite0] [--repeats 3] [--work DIR]
+
+Each timing is the best of `--repeats` runs (the machine may be shared; the minimum is the least noisy).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CLIPS = 200
+CLIP_SECONDS = 3
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_long_video(path: Path) -> Path:
+    if not path.exists():
+        subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc2=size=1280x720:rate=25:duration=60", "-c:v", "libx264", "-preset", "veryfast",
+                        "-pix_fmt", "yuv420p", "-g", "250", str(path)], check=True)
+    return path
+
+
+def make_clips(folder: Path) -> list[Path]:
+    """200 H.264 clips of 3 s at 320x240, cut from one synthetic stream in one ffmpeg call."""
+    if len(list(folder.glob("*.mp4"))) != CLIPS:
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size=320x240:rate=25:duration={CLIPS * CLIP_SECONDS}", "-c:v", "libx264",
+                        "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                        "-force_key_frames", f"expr:gte(t,n_forced*{CLIP_SECONDS})",
+                        "-f", "segment", "-segment_time", str(CLIP_SECONDS), "-reset_timestamps", "1",
+                        str(folder / "clip%03d.mp4")], check=True)
+    return sorted(folder.glob("*.mp4"))
+
+
+def make_bundle(dest: Path, encoder: str) -> Path:
+    import torch
+
+    from videoseq.bundle import save_bundle
+    from videoseq.config import config_from_dict
+    from videoseq.models import build_model
+
+    weights = None if encoder == "small_cnn" else "DEFAULT"
+    cfg = config_from_dict({"model": {"encoder": encoder, "weights": weights}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, "lstm", 5)
+    return save_bundle(dest, model=model, head="lstm", config=cfg,
+                       classes=["a", "b", "c", "d", "e"], metrics={"val_accuracy": None})
+
+
+def timed(cmd: list[str], repeats: int) -> tuple[float, int]:
+    """Best wall time of `cmd` over `repeats` runs, and the largest peak RSS (KiB) seen."""
+    best, peak = float("inf"), 0
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
+                             check=True).stdout.split()
+        seconds, rss, rc = float(out[0]), int(out[1]), int(out[2])
+        if rc not in (0, 1):
+            raise RuntimeError(f"{' '.join(cmd)} exited {rc}")
+        best, peak = min(best, seconds), max(peak, rss)
+    return best, peak
+
+
+def extraction_seconds(clips: list[Path], bundle: Path, repeats: int) -> float:
+    """Sum over clips of read_frames(clip) with the bundle's sampling, in one warm process (best run)."""
+    from videoseq.bundle import read_bundle_meta
+    from videoseq.video import read_frames
+
+    sampling = read_bundle_meta(bundle)["sampling"]
+    read_frames(clips[0], count=sampling["frames"], size=sampling["size"])   # warm-up (imports, codecs)
+    best = float("inf")
+    for _ in range(repeats):
+        total = 0.0
+        for clip in clips:
+            start = time.perf_counter()
+            read_frames(clip, count=sampling["frames"], size=sampling["size"], short=sampling["short"])
+            total += time.perf_counter() - start
+        best = min(best, total)
+    return best
+
+
+def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repeats: int,
+            workers: int, *, long_only: bool = False) -> dict:
+    bundle = make_bundle(work / f"bundle-{encoder}", encoder)
+    videoseq = [sys.executable, "-m", "videoseq", "classify", "--model", str(bundle), "--json",
+                "--workers", str(workers), "--device", "cpu"]
+    m = {"encoder": encoder, "workers": workers}
+    # 1. one long video
+    m["classify_s"], m["classify_rss"] = timed([*videoseq, str(long_video)], repeats)
+    m["decode_s"], _ = timed([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(long_video),
+                              "-f", "null", "-"], repeats)
+    m["import_s"], _ = timed([sys.executable, "-c", "import torch, cv2"], repeats)
+    floor = m["decode_s"] + m["import_s"]
+    print(f"[{encoder}] long video: classify {m['classify_s']:.2f}s vs ffmpeg decode {m['decode_s']:.2f}s "
+          f"+ import {m['import_s']:.2f}s = {floor:.2f}s -> {m['classify_s'] / floor:.2f}x", flush=True)
+    if long_only:
+        return m
+    # 2. many short clips
+    m["extract_s"] = extraction_seconds(clips, bundle, repeats)
+    m["many_s"], m["many_rss"] = timed([*videoseq, str(clips[0].parent)], repeats)
+    subset = work / "clips50"
+    subset.mkdir(exist_ok=True)
+    for clip in clips[:50]:
+        if not (subset / clip.name).exists():
+            (subset / clip.name).symlink_to(clip)
+    m["few_s"], m["few_rss"] = timed([*videoseq, str(subset)], 1)
+    print(f"[{encoder}] {len(clips)} clips: classify {m['many_s']:.2f}s vs extraction sum "
+          f"{m['extract_s']:.2f}s -> {m['many_s'] / m['extract_s']:.2f}x; peak RSS 50 clips "
+          f"{m['few_rss'] / 1024:.0f} MiB, {len(clips)} clips {m['many_rss'] / 1024:.0f} MiB", flush=True)
+    return m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoder", nargs="+", default=["small_cnn", "efficientnet_lite0"],
+                    help="encoders of the benchmark bundles (one section each)")
+    ap.add_argument("--long-only", nargs="*", default=[], metavar="ENCODER",
+                    help="encoders measured on the long video only (e.g. a heavy one on a small CPU)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="classify --workers (decode threads)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "videoseq-bench-classify")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "classify.md")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("VIDEOSEQ_CACHE", str(args.work / "cache"))
+
+    long_video = make_long_video(args.work / "long_720p_60s.mp4")
+    clips = make_clips(args.work / "clips")
+    results = [measure(e, args.work, clips, long_video, args.repeats, args.workers,
+                       long_only=e in args.long_only) for e in args.encoder]
+    write_report(args.out, results, repeats=args.repeats, clips=len(clips))
+
+
+def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) -> None:
+    from videoseq.atomic import atomic_write_text
+
+    def verdict(ratio: float, target: float) -> str:
+        return "meets" if ratio <= target else "MISSES"
+
+    long_rows, many_rows = [], []
+    for m in results:
+        floor = m["decode_s"] + m["import_s"]
+        r1 = m["classify_s"] / floor
+        if "many_s" in m:
+            many_rows.append(f"| {m['encoder']} | {m['many_s']:.2f} | {m['extract_s']:.2f} "
+                             f"| **{m['many_s'] / m['extract_s']:.2f}x** "
+                             f"({verdict(m['many_s'] / m['extract_s'], 1.2)}) | {m['few_rss'] / 1024:.0f} "
+                             f"| {m['many_rss'] / 1024:.0f} |")
+        long_rows.append(f"| {m['encoder']} | {m['classify_s']:.2f} | {m['decode_s']:.2f} | {m['import_s']:.2f} "
+                         f"| {floor:.2f} | **{r1:.2f}x** ({verdict(r1, 1.3)}) | {m['classify_rss'] / 1024:.0f} |")
+    nl = "\n"
+    text = f"""# Benchmark: `videoseq classify`
+
+Written by `python benchmarks/classify.py` (best of {repeats} runs each; CPU inference,
+`--workers {results[0]['workers']}`). Machine: {platform.machine()}, {os.cpu_count()} CPUs visible,
+Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:.1f}.
+
+## One long video (60 s, 1280x720, H.264, 25 fps): whole process vs decode + imports
+
+`videoseq classify VIDEO --model BUNDLE --json` against ffmpeg's full decode (`ffmpeg -i VIDEO -f null -`)
+plus a bare `python -c "import torch, cv2"`. Target: <= 1.3x.
+
+| encoder | classify s | ffmpeg decode s | import s | floor s | ratio | peak RSS MiB |
+|---|---:|---:|---:|---:|---:|---:|
+{nl.join(long_rows)}
+
+## Many short clips ({clips} clips of {CLIP_SECONDS} s, 320x240, H.264)
+
+One `videoseq classify DIR --model BUNDLE --json` call against the sum of each clip's extraction
+(`read_frames`, one after another in a warm process). Target: <= 1.2x. Peak memory of the call for
+50 and for {clips} clips: decoding runs a bounded number of clips ahead of inference, so memory
+should not grow with the number of files.
+
+| encoder | classify s | extraction sum s | ratio | RSS 50 clips MiB | RSS {clips} clips MiB |
+|---|---:|---:|---:|---:|---:|
+{nl.join(many_rows)}
+"""
+    atomic_write_text(out, text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
