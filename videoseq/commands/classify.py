@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
         extra = _per_frame_companion(args.model, metas[0])
         if extra is not None:  # the run's per_frame head adds each frame's own prediction to the timeline
             chosen.append(extra)
-    sampling, bundles = load_bundles_async(chosen, device=args.device)
 
     extensions = {e.lower() for e in (metas[0]["config"].get("data", {}).get("extensions") or VIDEO_EXTENSIONS)}
     failed = 0
@@ -69,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             paths.append(item)
     if args.timeline and args.timeline.lower().endswith(".png") and len(paths) > 1:
         return _usage(f"--timeline {args.timeline}: one file for {len(paths)} videos; give a folder")
+    sampling, bundles = load_bundles_async(chosen, device=args.device)
 
     header_done = args.json
     timelines: dict[str, int] = {}
