@@ -170,3 +170,33 @@ def test_compare_and_train_commands(reference, tiny_root, tmp_path, capsys):
 
     rc = main(["train", str(tiny_root), "--head", "nope", "--out", str(tmp_path / "b2"), *sets])
     assert rc == 2 and "unknown head 'nope'" in capsys.readouterr().err
+
+
+def test_default_yaml_writes_out_the_defaults():
+    from videoseq.config import Config
+
+    assert load_config(ROOT / "configs" / "default.yaml") == Config()
+
+
+# task -> (videos per class, check on test accuracies {head: accuracy}, what it shows)
+CONTRASTS = {
+    "direction": (100, lambda a: a["lstm"] >= 0.95 and abs(a["per_frame"] - 0.25) <= 0.10,
+                  "lstm >= 95%, per_frame within 10 points of chance (25%)"),
+    "appearance": (60, lambda a: a["lstm"] >= 0.95 and a["per_frame"] >= 0.95, "both >= 95%"),
+    "composite": (100, lambda a: a["lstm"] >= 0.90 and 0.35 <= a["per_frame"] <= 0.62,
+                  "lstm >= 90%, per_frame near its 50% ceiling"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(CONTRASTS))
+def test_memory_contrast_on_synthetic_task(task, tmp_path):
+    """The headline result: configs/synthetic.yaml separates what one frame can tell from what needs time."""
+    from videoseq.synthetic import generate_dataset
+
+    per_class, check, claim = CONTRASTS[task]
+    root = generate_dataset(tmp_path / task, task=task, videos_per_class=per_class, progress=False)
+    cfg = load_config(ROOT / "configs" / "synthetic.yaml", overrides=["runtime.progress=false"])
+    metrics = compare_heads(root, tmp_path / "run", cfg, progress=False)
+    acc = {h: m["accuracy"] for h, m in metrics["models"].items()}
+    assert check(acc), f"{task}: expected {claim}, got {acc}"
