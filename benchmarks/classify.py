@@ -70,38 +70,44 @@ def make_bundle(dest: Path, encoder: str) -> Path:
                        classes=["a", "b", "c", "d", "e"], metrics={"val_accuracy": None})
 
 
-def timed(cmd: list[str], repeats: int) -> tuple[float, int]:
-    """Best wall time of `cmd` over `repeats` runs, and the largest peak RSS (KiB) seen."""
-    best, peak = float("inf"), 0
+def timed(cmd: list[str], repeats: int) -> tuple[float, int, float]:
+    """Best wall time of `cmd` over `repeats` runs, the largest peak RSS (KiB) seen, and the CPU time
+    (user + sys) of the best run: CPU time barely depends on what else the machine is running."""
+    best, peak, cpu = float("inf"), 0, 0.0
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
              "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
-             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+             "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(time.perf_counter() - t, u.ru_maxrss, rc, u.ru_utime + u.ru_stime)")
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
                              check=True).stdout.split()
         seconds, rss, rc = float(out[0]), int(out[1]), int(out[2])
         if rc not in (0, 1):
             raise RuntimeError(f"{' '.join(cmd)} exited {rc}")
-        best, peak = min(best, seconds), max(peak, rss)
-    return best, peak
+        if seconds < best:
+            best, cpu = seconds, float(out[3])
+        peak = max(peak, rss)
+    return best, peak, cpu
 
 
-def extraction_seconds(clips: list[Path], bundle: Path, repeats: int) -> float:
-    """Sum over clips of read_frames(clip) with the bundle's sampling, in one warm process (best run)."""
+def extraction_seconds(clips: list[Path], bundle: Path, repeats: int) -> tuple[float, float]:
+    """Sum over clips of read_frames(clip) with the bundle's sampling, in one warm process (best run):
+    (wall seconds, CPU seconds of this process during that run)."""
     from videoseq.bundle import read_bundle_meta
     from videoseq.video import read_frames
 
     sampling = read_bundle_meta(bundle)["sampling"]
     read_frames(clips[0], count=sampling["frames"], size=sampling["size"])   # warm-up (imports, codecs)
-    best = float("inf")
+    best, cpu = float("inf"), 0.0
     for _ in range(repeats):
-        total = 0.0
+        total, cpu_start = 0.0, time.process_time()
         for clip in clips:
             start = time.perf_counter()
             read_frames(clip, count=sampling["frames"], size=sampling["size"], short=sampling["short"])
             total += time.perf_counter() - start
-        best = min(best, total)
-    return best
+        if total < best:
+            best, cpu = total, time.process_time() - cpu_start
+    return best, cpu
 
 
 def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repeats: int,
@@ -111,24 +117,24 @@ def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repea
                 "--workers", str(workers), "--device", "cpu"]
     m = {"encoder": encoder, "workers": workers}
     # 1. one long video
-    m["classify_s"], m["classify_rss"] = timed([*videoseq, str(long_video)], repeats)
-    m["decode_s"], _ = timed([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(long_video),
+    m["classify_s"], m["classify_rss"], m["classify_cpu"] = timed([*videoseq, str(long_video)], repeats)
+    m["decode_s"], _, m["decode_cpu"] = timed([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(long_video),
                               "-f", "null", "-"], repeats)
-    m["import_s"], _ = timed([sys.executable, "-c", "import torch, cv2"], repeats)
+    m["import_s"], _, m["import_cpu"] = timed([sys.executable, "-c", "import torch, cv2"], repeats)
     floor = m["decode_s"] + m["import_s"]
     print(f"[{encoder}] long video: classify {m['classify_s']:.2f}s vs ffmpeg decode {m['decode_s']:.2f}s "
           f"+ import {m['import_s']:.2f}s = {floor:.2f}s -> {m['classify_s'] / floor:.2f}x", flush=True)
     if long_only:
         return m
     # 2. many short clips
-    m["extract_s"] = extraction_seconds(clips, bundle, repeats)
-    m["many_s"], m["many_rss"] = timed([*videoseq, str(clips[0].parent)], repeats)
+    m["extract_s"], m["extract_cpu"] = extraction_seconds(clips, bundle, repeats)
+    m["many_s"], m["many_rss"], m["many_cpu"] = timed([*videoseq, str(clips[0].parent)], repeats)
     subset = work / "clips50"
     subset.mkdir(exist_ok=True)
     for clip in clips[:50]:
         if not (subset / clip.name).exists():
             (subset / clip.name).symlink_to(clip)
-    m["few_s"], m["few_rss"] = timed([*videoseq, str(subset)], 1)
+    m["few_s"], m["few_rss"], _ = timed([*videoseq, str(subset)], 1)
     print(f"[{encoder}] {len(clips)} clips: classify {m['many_s']:.2f}s vs extraction sum "
           f"{m['extract_s']:.2f}s -> {m['many_s'] / m['extract_s']:.2f}x; peak RSS 50 clips "
           f"{m['few_rss'] / 1024:.0f} MiB, {len(clips)} clips {m['many_rss'] / 1024:.0f} MiB", flush=True)
@@ -169,10 +175,14 @@ def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) ->
         if "many_s" in m:
             many_rows.append(f"| {m['encoder']} | {m['many_s']:.2f} | {m['extract_s']:.2f} "
                              f"| **{m['many_s'] / m['extract_s']:.2f}x** "
-                             f"({verdict(m['many_s'] / m['extract_s'], 1.2)}) | {m['few_rss'] / 1024:.0f} "
-                             f"| {m['many_rss'] / 1024:.0f} |")
+                             f"({verdict(m['many_s'] / m['extract_s'], 1.2)}) "
+                             f"| {m['many_cpu']:.1f} / {m['extract_cpu']:.1f} = {m['many_cpu'] / m['extract_cpu']:.2f}x "
+                             f"| {m['few_rss'] / 1024:.0f} | {m['many_rss'] / 1024:.0f} |")
+        cpu_floor = m["decode_cpu"] + m["import_cpu"]
         long_rows.append(f"| {m['encoder']} | {m['classify_s']:.2f} | {m['decode_s']:.2f} | {m['import_s']:.2f} "
-                         f"| {floor:.2f} | **{r1:.2f}x** ({verdict(r1, 1.3)}) | {m['classify_rss'] / 1024:.0f} |")
+                         f"| {floor:.2f} | **{r1:.2f}x** ({verdict(r1, 1.3)}) "
+                         f"| {m['classify_cpu']:.1f} / {cpu_floor:.1f} = {m['classify_cpu'] / cpu_floor:.2f}x "
+                         f"| {m['classify_rss'] / 1024:.0f} |")
     nl = "\n"
     text = f"""# Benchmark: `videoseq classify`
 
@@ -185,8 +195,8 @@ Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:
 `videoseq classify VIDEO --model BUNDLE --json` against ffmpeg's full decode (`ffmpeg -i VIDEO -f null -`)
 plus a bare `python -c "import torch, cv2"`. Target: <= 1.3x.
 
-| encoder | classify s | ffmpeg decode s | import s | floor s | ratio | peak RSS MiB |
-|---|---:|---:|---:|---:|---:|---:|
+| encoder | classify s | ffmpeg decode s | import s | floor s | wall ratio | CPU s: classify / floor | peak RSS MiB |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {nl.join(long_rows)}
 
 ## Many short clips ({clips} clips of {CLIP_SECONDS} s, 320x240, H.264)
@@ -196,8 +206,8 @@ One `videoseq classify DIR --model BUNDLE --json` call against the sum of each c
 50 and for {clips} clips: decoding runs a bounded number of clips ahead of inference, so memory
 should not grow with the number of files.
 
-| encoder | classify s | extraction sum s | ratio | RSS 50 clips MiB | RSS {clips} clips MiB |
-|---|---:|---:|---:|---:|---:|
+| encoder | classify s | extraction sum s | wall ratio | CPU s: classify / extraction | RSS 50 clips MiB | RSS {clips} clips MiB |
+|---|---:|---:|---:|---:|---:|---:|
 {nl.join(many_rows)}
 """
     atomic_write_text(out, text)
