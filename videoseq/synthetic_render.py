@@ -111,13 +111,15 @@ def textured_background(rng: np.random.Generator, w: int, h: int, *, distractors
     `distractors` small grey shapes."""
     base = rng.uniform(70, 170)
     img = np.full((h, w), base, np.float32)
-    for cell, amp in ((max(w, h) / 3, 28.0), (8.0, 12.0)):      # coarse blobs, then finer texture
+    # coarse blobs, then finer texture; mild, so that small training sets still find the object
+    # (measured: halving this clutter lifted a from-scratch small_cnn+lstm on `direction` from 63% to 83%)
+    for cell, amp in ((max(w, h) / 3, 14.0), (8.0, 6.0)):
         gw, gh = max(2, int(w / cell) + 2), max(2, int(h / cell) + 2)
         low = rng.normal(0, amp, (gh, gw)).astype(np.float32)
         img += cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img += rng.uniform(0, 30) * ((xx / w - 0.5) * np.cos(theta) + (yy / h - 0.5) * np.sin(theta))
+    img += rng.uniform(0, 15) * ((xx / w - 0.5) * np.cos(theta) + (yy / h - 0.5) * np.sin(theta))
     tint = rng.uniform(-8, 8, 3).astype(np.float32)
     bg = np.clip(img[..., None] + tint, 0, 255).astype(np.uint8)
     side = min(w, h)

@@ -52,11 +52,13 @@ def ramp_frame(rng: np.random.Generator, n: int, *, lo: float, hi: float,
     return float(ramp(rng, n, lo=lo, hi=hi, span=span)[rng.integers(n)])
 
 
-def _base(rng: np.random.Generator, n: int, w: int, h: int) -> tuple[np.ndarray, list[Track], float]:
-    """Background with static distractors, moving grey distractors, sensor-noise sigma."""
+def _base(rng: np.random.Generator, n: int, w: int, h: int, *,
+          movers: bool = True) -> tuple[np.ndarray, list[Track], float]:
+    """Background with static distractors, (0-1) moving grey distractors, sensor-noise sigma.
+    Direction tasks go without movers: a grey object drifting its own way slows learning the vivid one's."""
     bg = textured_background(rng, w, h, distractors=int(rng.integers(2, 5)))
-    movers = moving_distractors(rng, n, w, h, int(rng.integers(0, 3)))
-    return bg, movers, float(rng.uniform(2.0, 7.0))
+    tracks = moving_distractors(rng, n, w, h, int(rng.integers(0, 2))) if movers else []
+    return bg, tracks, float(rng.uniform(2.0, 5.0))
 
 
 def _random_walker(rng: np.random.Generator, n: int, w: int, h: int, r: float) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +103,7 @@ def _directed(rng, n, w, h, r, direction) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plan_direction(rng, label, *, n, w, h, sources=None) -> Scene:
-    bg, movers, noise = _base(rng, n, w, h)
+    bg, movers, noise = _base(rng, n, w, h, movers=False)
     r = rng.uniform(0.11, 0.16) * min(w, h)
     x, y = _directed(rng, n, w, h, r, DIRECTIONS[label])
     shape = ("circle", "square", "triangle", "star", "hexagon", "cross")[rng.integers(6)]
@@ -115,7 +117,7 @@ COMPOSITE_CLASSES = tuple(f"{s}_{d}" for s in COMPOSITE_SHAPES for d in ("left",
 
 def plan_composite(rng, label, *, n, w, h, sources=None) -> Scene:
     shape, direction = COMPOSITE_CLASSES[label].split("_")
-    bg, movers, noise = _base(rng, n, w, h)
+    bg, movers, noise = _base(rng, n, w, h, movers=False)
     r = rng.uniform(0.11, 0.16) * min(w, h)
     x, y = _directed(rng, n, w, h, r, direction)
     obj = Track(shape, saturated_color(rng), x, y, np.full(n, r), rng.uniform(0, 2 * np.pi))
