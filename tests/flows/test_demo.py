@@ -12,7 +12,7 @@ def quiet_prefect_env(monkeypatch):
     """What demo/run change in the process (environment, prefect logger propagation), restored after."""
     import logging
 
-    for key in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
+    for key in ("OMP_WAIT_POLICY", "PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)

@@ -17,7 +17,7 @@ from pathlib import Path
 HELP = "the embedded demo: generate a dataset, run the pipeline, compare per_frame vs lstm, classify"
 
 DEMO_TASK = "composite"
-DEMO_VIDEOS_PER_CLASS = 40       # 24 train / 8 val / 8 test per class (split_counts): 240 videos
+DEMO_VIDEOS_PER_CLASS = 100      # 60 train / 20 val / 20 test per class (split_counts): 600 videos
 DEMO_FRAMES = (24, 40)           # frames per generated video
 DEMO_SIZE = (96, 96)
 
@@ -55,7 +55,10 @@ def pick_examples(root: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")  # the demo prints its own steps
     from videoseq.commands.run import keep_prefect_logs_to_prefect, prepare_prefect_environment, print_summary
+
+    prepare_prefect_environment()
     from videoseq.config import load_config
     from videoseq.synthetic import generate_dataset
 
@@ -69,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"      ready after {time.perf_counter() - t0:.0f} s")
 
     print(f"[2/4] pipeline flow with {config} (Prefect; scan, extract, compare per_frame vs lstm)")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")  # the demo prints its own steps
-    prepare_prefect_environment()
     from flows.pipeline import pipeline
 
     keep_prefect_logs_to_prefect()

@@ -24,6 +24,7 @@ def prepare_prefect_environment() -> None:
     """Before prefect is imported: library logs (videoseq.*) go to the flow run logs, no telemetry, and
     a temporary server that may take a while to start on a busy 2-core machine (first start migrates
     its SQLite database)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # idle torch threads must not starve decoding
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "videoseq")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -57,10 +58,10 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_prefect_environment()
     from videoseq.config import load_config
 
     load_config(args.config, overrides=args.overrides)      # bad config: one-line error before prefect starts
-    prepare_prefect_environment()
     from flows.pipeline import pipeline
 
     keep_prefect_logs_to_prefect()
