@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from videoseq import lite0
@@ -260,8 +259,8 @@ def _efficientnet_lite0(weights: str | None) -> Built:
 # --------------------------------------------------------------------------- torchvision models
 
 class TorchvisionSpec(NamedTuple):
-    factory: Callable[..., nn.Module]
-    weights_enum: type
+    factory: str        # torchvision.models attribute, resolved on build: importing torchvision costs
+    weights_enum: str   # ~2.7 s CPU, which every `classify` of a small_cnn or Lite0 bundle would pay
     channels: int
     split: Callable[[nn.Module], tuple[nn.Module, nn.Module]]   # model -> (trunk, classifier)
 
@@ -276,13 +275,13 @@ def _split_features(m: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 TORCHVISION: dict[str, TorchvisionSpec] = {
-    "resnet18": TorchvisionSpec(tvm.resnet18, tvm.ResNet18_Weights, 512, _split_resnet),
-    "resnet50": TorchvisionSpec(tvm.resnet50, tvm.ResNet50_Weights, 2048, _split_resnet),
-    "mobilenet_v3_small": TorchvisionSpec(tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights,
+    "resnet18": TorchvisionSpec("resnet18", "ResNet18_Weights", 512, _split_resnet),
+    "resnet50": TorchvisionSpec("resnet50", "ResNet50_Weights", 2048, _split_resnet),
+    "mobilenet_v3_small": TorchvisionSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights",
                                           576, _split_features),
-    "mobilenet_v3_large": TorchvisionSpec(tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights,
+    "mobilenet_v3_large": TorchvisionSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights",
                                           960, _split_features),
-    "efficientnet_b0": TorchvisionSpec(tvm.efficientnet_b0, tvm.EfficientNet_B0_Weights,
+    "efficientnet_b0": TorchvisionSpec("efficientnet_b0", "EfficientNet_B0_Weights",
                                        1280, _split_features),
 }
 
@@ -294,9 +293,11 @@ def hub_checkpoint_path(url: str) -> Path:
 
 def _torchvision_builder(name: str, spec: TorchvisionSpec) -> Callable[[str | None], Built]:
     def build(weights: str | None) -> Built:
-        model = spec.factory(weights=None)
+        import torchvision.models as tvm
+
+        model = getattr(tvm, spec.factory)(weights=None)
         if weights == "DEFAULT":
-            url = spec.weights_enum.DEFAULT.url
+            url = getattr(tvm, spec.weights_enum).DEFAULT.url
             path = hub_checkpoint_path(url)
             if not path.is_file():
                 raise WeightsError(
