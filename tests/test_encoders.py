@@ -144,7 +144,7 @@ def test_weights_path_round_trip_in_either_format(tmp_path):
         torch.testing.assert_close(loaded(x), enc(x))
         assert loaded.cache_id().split("-")[-1] == enc.cache_id().split("-")[-1]
         # the torchvision model's own state dict (e.g. a downloaded checkpoint) works too
-        full = TORCHVISION["resnet18"].factory(weights=None)
+        full = TORCHVISION["resnet18"].new_model()
         full_path = tmp_path / "resnet18-full.pth"
         torch.save(full.state_dict(), full_path)
         from_full = build_encoder("resnet18", weights=str(full_path)).eval()
@@ -171,7 +171,7 @@ def test_bad_weights_files_give_one_line_errors(tmp_path):
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_torchvision_default_offline_names_file_and_folder(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    url = TORCHVISION[name].weights_enum.DEFAULT.url
+    url = TORCHVISION[name].default_url()
     expected = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
     assert hub_checkpoint_path(url) == expected
     with pytest.raises(WeightsError) as e:
@@ -184,8 +184,8 @@ def test_torchvision_default_loads_from_the_hub_folder_without_network(tmp_path,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     spec = TORCHVISION["mobilenet_v3_small"]
     torch.manual_seed(3)
-    reference = spec.factory(weights=None).eval()
-    path = hub_checkpoint_path(spec.weights_enum.DEFAULT.url)
+    reference = spec.new_model().eval()
+    path = hub_checkpoint_path(spec.default_url())
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)          # as torch.hub would have left it
     enc = build_encoder("mobilenet_v3_small", weights="DEFAULT", with_classifier=True).eval()

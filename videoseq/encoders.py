@@ -264,6 +264,18 @@ class TorchvisionSpec(NamedTuple):
     channels: int
     split: Callable[[nn.Module], tuple[nn.Module, nn.Module]]   # model -> (trunk, classifier)
 
+    def new_model(self) -> nn.Module:
+        """The torchvision model, randomly initialised."""
+        import torchvision.models as tvm
+
+        return getattr(tvm, self.factory)(weights=None)
+
+    def default_url(self) -> str:
+        """Where torchvision would download the DEFAULT weights from."""
+        import torchvision.models as tvm
+
+        return getattr(tvm, self.weights_enum).DEFAULT.url
+
 
 def _split_resnet(m: nn.Module) -> tuple[nn.Module, nn.Module]:
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -293,11 +305,9 @@ def hub_checkpoint_path(url: str) -> Path:
 
 def _torchvision_builder(name: str, spec: TorchvisionSpec) -> Callable[[str | None], Built]:
     def build(weights: str | None) -> Built:
-        import torchvision.models as tvm
-
-        model = getattr(tvm, spec.factory)(weights=None)
+        model = spec.new_model()
         if weights == "DEFAULT":
-            url = getattr(tvm, spec.weights_enum).DEFAULT.url
+            url = spec.default_url()
             path = hub_checkpoint_path(url)
             if not path.is_file():
                 raise WeightsError(
