@@ -87,7 +87,7 @@ def encoder_fps(name: str, *, seconds: float = 5.0) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--videos-per-class", type=int, default=16)
+    p.add_argument("--videos-per-class", type=int, default=40)
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", action="store_true")

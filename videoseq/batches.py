@@ -58,14 +58,15 @@ class FeatureBatches:
 class ClipBatches:
     """Batches of `(frames (B, T, 3, S, S) float32, mask (B, T), y (B,))` read from the frame cache.
 
-    The next batches are decoded from the cache and normalised in `workers` threads while the model
-    trains on the current one (npz reads and resizing release the GIL).
+    The next batches are read from the cache and normalised in `workers` threads while the model
+    trains on the current one (npz reads and resizing release the GIL). Clips read once stay in
+    memory as uint8 up to `memory_mb`, so later epochs skip the disk and the npz parsing.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], frame_cache, sampling: SamplingConfig, *,
                  size: int, input_size: int, mean: Sequence[float], std: Sequence[float], views: int = 1,
                  batch_size: int, shuffle: bool = False, random_view: bool = False, seed: int = 0,
-                 workers: int = 2, prefetch: int = 2):
+                 workers: int = 2, prefetch: int = 2, memory_mb: int = 1024):
         self.paths = list(paths)
         self.labels = torch.as_tensor(list(labels), dtype=torch.int64)
         self.frame_cache, self.sampling, self.size = frame_cache, sampling, size
@@ -73,18 +74,31 @@ class ClipBatches:
         self.views, self.batch_size, self.shuffle, self.random_view = views, batch_size, shuffle, random_view
         self.workers, self.prefetch = max(1, workers), max(1, prefetch)
         self.generator = torch.Generator().manual_seed(seed)
+        self._memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._memo_budget = memory_mb * 2 ** 20
 
     def __len__(self) -> int:
         return math.ceil(len(self.paths) / self.batch_size)
 
+    def clip(self, i: int, view: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames (T, S, S, 3) uint8, mask (T,) bool) of video i, view `view`."""
+        key = (i, view)
+        if key in self._memo:
+            return self._memo[key]
+        c = self.frame_cache.load_or_extract(self.paths[i], self.sampling, size=self.size, view=view)
+        item = (c.frames, np.asarray(c.mask, dtype=bool))
+        if self._memo_budget >= c.frames.nbytes:
+            self._memo_budget -= c.frames.nbytes
+            self._memo[key] = item
+        return item
+
     def load(self, idx: torch.Tensor, view: torch.Tensor) -> Batch:
         from videoseq.transforms import frames_to_tensor
 
-        clips = [self.frame_cache.load_or_extract(self.paths[i], self.sampling, size=self.size, view=int(v))
-                 for i, v in zip(idx.tolist(), view.tolist())]
-        frames = np.stack([c.frames for c in clips])                       # (B, T, S, S, 3) uint8
+        clips = [self.clip(i, v) for i, v in zip(idx.tolist(), view.tolist())]
+        frames = np.stack([f for f, _ in clips])                           # (B, T, S, S, 3) uint8
         x = frames_to_tensor(frames, size=self.input_size, mean=self.mean, std=self.std)  # (B, T, 3, S', S')
-        mask = torch.from_numpy(np.stack([np.asarray(c.mask, dtype=bool) for c in clips]))
+        mask = torch.from_numpy(np.stack([m for _, m in clips]))
         return x, mask, self.labels[idx]
 
     def __iter__(self) -> Iterator[Batch]:
