@@ -91,6 +91,12 @@ def test_compare_pair_and_verdicts():
     worse = metrics.compare_pair("per_frame", "lstm", b, a, resamples=500)
     assert "is worse than" in metrics.verdict(worse)
     assert cmp_.to_json()["delta_ci95"][0] > 0.6
+    # 5 discordant pairs, all for b: the bootstrap interval excludes 0, McNemar p = 0.0625
+    a5 = np.ones((1, 40), bool)
+    a5[0, :5] = False
+    close = metrics.compare_pair("per_frame", "lstm", a5, np.ones((1, 40), bool), resamples=2000)
+    assert close.mcnemar_p == pytest.approx(0.0625) and close.delta_ci95[0] > 0
+    assert metrics.verdict(close).startswith("inconclusive: lstm ahead of per_frame by 12 points")
 
 
 def test_frame_accuracy_and_frames_seen_curve():

@@ -164,5 +164,9 @@ def verdict(comparison: PairComparison, *, alpha: float = 0.05) -> str:
     if p < alpha and hi < 0:
         why = " — the per-frame baseline is the better choice here" if comparison.a == "per_frame" else ""
         return f"{comparison.b} is worse than {comparison.a}: {pts:+.0f} points {ci_txt}, McNemar {p_txt}{why}."
+    if lo > 0 or hi < 0:   # the bootstrap interval excludes 0 but the exact test does not reject
+        lead = f"{comparison.b} ahead of {comparison.a}" if pts > 0 else f"{comparison.b} behind {comparison.a}"
+        return (f"inconclusive: {lead} by {abs(pts):.0f} points {ci_txt}, but McNemar {p_txt}; "
+                f"more test videos would settle it.")
     return (f"no measurable difference between {comparison.b} and {comparison.a}: {pts:+.0f} points "
             f"{ci_txt}, McNemar {p_txt}.")
