@@ -71,7 +71,8 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
     index = load_index(root_or_index, config, progress=progress)
     emit("scan", 1.0)
     torch.manual_seed(config.train.seed)          # random-init encoders are reproducible
-    encoder = build_encoder(config.model.encoder, weights=config.model.weights, pooling=config.model.pooling)
+    encoder = build_encoder(config.model.encoder, weights=config.model.weights, pooling=config.model.pooling,
+                            input_size=config.model.input_size)
     if config.train.mode == "frozen":
         encoder.freeze()
     size = config.sampling.size or encoder.input_size
