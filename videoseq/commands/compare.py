@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from videoseq.commands.common import add_config_arguments, config_from_args
 
@@ -37,9 +36,6 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # before torch loads: idle OpenMP threads sleep instead of spinning, so the frame-loading threads
-    # are not starved (see commands/classify.py; the user's own setting wins)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from videoseq.compare import compare_heads
     from videoseq.report import table, verdicts
 

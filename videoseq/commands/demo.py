@@ -1,7 +1,7 @@
 """`videoseq demo`: the whole pipeline on the `composite` synthetic task, end to end, in a few minutes.
 
 1. generate data/demo/ (6 classes: circle|square|triangle x left|right) unless it is already there;
-2. run the Prefect pipeline flow with configs/demo.yaml (per_frame vs lstm on a small CNN);
+2. run the Prefect pipeline flow with configs/demo.yaml (per_frame vs lstm on frozen Lite0 features);
 3. print the comparison table and the report path;
 4. classify two test videos (same shape, opposite directions) through `videoseq classify --timeline`.
 

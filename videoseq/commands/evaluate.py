@@ -26,9 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.commands.classify import prepare_process
 
-    prepare_process(debug=args.debug)
     from videoseq.bundle import load_bundle
     from videoseq.cache import FrameCache, default_cache_dir
     from videoseq.dataset import scan_dataset

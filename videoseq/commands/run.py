@@ -24,7 +24,6 @@ def prepare_prefect_environment() -> None:
     """Before prefect is imported: library logs (videoseq.*) go to the flow run logs, no telemetry, and
     a temporary server that may take a while to start on a busy 2-core machine (first start migrates
     its SQLite database)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # idle torch threads must not starve decoding
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "videoseq")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

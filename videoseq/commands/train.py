@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from videoseq.commands.common import add_config_arguments, config_from_args
 
@@ -20,9 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # before torch loads: idle OpenMP threads sleep instead of spinning, so the frame-loading threads
-    # are not starved (see commands/classify.py; the user's own setting wins)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from videoseq.compare import train_bundle
     from videoseq.heads import list_heads
     from videoseq.errors import ConfigError
