@@ -17,15 +17,6 @@ from videoseq.transforms import frames_to_tensor
 ENCODERS = list_encoders()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------ transforms
 
 def test_frames_to_tensor_layout_and_normalisation():

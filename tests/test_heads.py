@@ -13,15 +13,6 @@ TEMPORAL = [h for h in HEADS if h != "per_frame"]
 D, C, T = 12, 3, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(name: str, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
     kw = {"hidden": 8, "layers": 2, "dropout": 0.2, **kw}

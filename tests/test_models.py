@@ -16,15 +16,6 @@ from videoseq.video import read_frames
 SMALL = ModelConfig(encoder="small_cnn", weights=None, pooling="grid2", hidden=16, dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def model_for(head: str, **kw) -> VideoClassifier:
     torch.manual_seed(0)
     return build_model(SMALL, head, 3, **kw)
