@@ -146,3 +146,19 @@ def check_server(api_url: str | None, *, timeout: float = 5.0) -> str:
         reason = getattr(e, "reason", e)
         raise VideoseqError(f"{api_url}: Prefect server not reachable ({reason}); {SERVER_HINT}") from None
     return api_url
+
+
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment, else the active Prefect profile's (as prefect's CLI does)."""
+    import os
+
+    from prefect.settings import get_current_settings
+
+    return os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+
+
+def serve_deployments(deployments: list[Any]) -> None:
+    """Block, running each deployment's scheduled runs, until interrupted (schedules pause on exit)."""
+    from prefect import serve
+
+    serve(*deployments, print_starting_message=False)

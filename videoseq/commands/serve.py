@@ -14,16 +14,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from prefect.settings import get_current_settings
-
-    from flows.schedules import build_deployments, check_server, load_schedules
+    from flows.schedules import (build_deployments, check_server, configured_api_url, load_schedules,
+                                 serve_deployments)
 
     specs = load_schedules(args.config)
-    # the environment wins over the active Prefect profile, as it does for every prefect command
-    api_url = check_server(os.environ["PREFECT_API_URL"] if "PREFECT_API_URL" in os.environ
-                           else get_current_settings().api.url)
+    api_url = check_server(configured_api_url())
     for spec in specs:
         when = f"cron {spec.cron!r}" + (f" ({spec.timezone})" if spec.timezone else "") \
             if spec.cron is not None else f"every {spec.interval:g} s"
@@ -32,9 +27,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"server {api_url}: reachable")
         return 0
     deployments = build_deployments(specs)
-
-    from prefect import serve
-
     print(f"serving {len(deployments)} deployment(s) on {api_url}; Ctrl-C stops (schedules pause on exit)")
-    serve(*deployments, print_starting_message=False)
+    serve_deployments(deployments)
     return 0
