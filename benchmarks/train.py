@@ -6,7 +6,7 @@
    `ClipBatches` (npz reads, normalisation, prefetch threads) vs random tensors of the same shape fed
    to the same model. Target: real >= 0.85 x random (the input pipeline is not the bottleneck).
 2. Frozen (lstm head on cached features): the same comparison with `FeatureBatches`.
-3. Encoder frames/s at batch 32, inference mode: small_cnn (64x64), efficientnet_lite0 (224x224).
+3. Encoder frames/s at batch 32, inference mode: small_cnn (64x64), efficientnet_lite0 (224x224 and 112x112).
 
 Rounds alternate real/random so that load from other processes hits both alike; the best round counts.
 Figures are recorded in docs/benchmarks/train.md.
@@ -73,8 +73,9 @@ def compare_pipelines(make_model, real, *, epochs: int, rounds: int) -> dict:
             "ratio": round(best["real"] / best["random"], 3)}
 
 
-def encoder_fps(name: str, *, seconds: float = 5.0) -> float:
-    enc = build_encoder(name, weights=None if name == "small_cnn" else "DEFAULT", pooling="grid2").freeze()
+def encoder_fps(name: str, *, input_size: int | None = None, seconds: float = 5.0) -> float:
+    enc = build_encoder(name, weights=None if name == "small_cnn" else "DEFAULT", pooling="grid2",
+                        input_size=input_size).freeze()
     x = torch.randn(32, 3, enc.input_size, enc.input_size)        # (32, 3, S, S)
     with torch.inference_mode():
         enc(x)
@@ -121,7 +122,9 @@ def main() -> None:
             feats, epochs=args.epochs * 5, rounds=args.rounds)
         torch.set_num_threads(out["torch_threads"])
     out["encoder_frames_per_s"] = {"small_cnn@64": encoder_fps("small_cnn"),
-                                   "efficientnet_lite0@224": encoder_fps("efficientnet_lite0")}
+                                   "efficientnet_lite0@224": encoder_fps("efficientnet_lite0"),
+                                   # the demo's size (configs/demo.yaml)
+                                   "efficientnet_lite0@112": encoder_fps("efficientnet_lite0", input_size=112)}
     if args.json:
         print(json.dumps(out, indent=2))
         return
