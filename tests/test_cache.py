@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media import frame_number, write_opencv, write_text
+from media import frame_number, truncate, write_faststart_mp4, write_opencv, write_text
 from videoseq.cache import FrameCache, default_cache_dir, extract_dataset, file_digest
 from videoseq.config import DataConfig, RuntimeConfig, SamplingConfig
-from videoseq.dataset import scan_dataset
-from videoseq.video import sample_indices
+from videoseq.dataset import DatasetIndex, scan_dataset
+from videoseq.decode import index_packets
+from videoseq.errors import VideoReadError
+from videoseq.video import iter_frames, sample_indices
 
 REPO = Path(__file__).resolve().parents[1]
 T4 = SamplingConfig(frames=4)
@@ -144,6 +146,32 @@ def test_extract_dataset_views_rerun_and_a_video_that_breaks(tmp_path):
     assert [p for p, _ in report.failed] == [victim] and report.failed[0][1]
     assert victim in [e.path for e in index.skipped()]
     assert extract_dataset(index, cache, T4, size=16, views=2, workers=0, progress=False) == (0, n - 1, [])
+
+
+def test_extraction_confirms_counts_and_enforces_min_frames(tmp_path):
+    """Scan judged lengths by packet counts; extraction decodes, records the exact count, and skips
+    (reported, marked, the rest going on) a cut file with fewer decodable frames than min_frames."""
+    root = _dataset(tmp_path / "ds", 3, count=40, width=32, height=24)
+    whole = write_faststart_mp4(tmp_path / "whole.mp4", count=120, width=32, height=24)
+    cut = truncate(whole, root / "a" / "cut.mp4", fraction=0.5)
+    packets, decoded = index_packets(cut).count, len(list(iter_frames(cut)))
+    assert 0 < decoded < packets <= 40
+    index = scan_dataset(root, DataConfig(min_frames=packets), workers=0)
+    assert len(index.ok()) == 7 and not any(e.frames_exact for e in index.ok())
+    cache = FrameCache(tmp_path / "frames")
+    report = extract_dataset(index, cache, T4, size=16, workers=2, progress=False)
+    reason = f"too short ({decoded} < {packets})"
+    assert report == (6, 0, [(str(cut), reason)])
+    entries = {Path(e.path).name: e for e in index.entries}
+    assert (entries["cut.mp4"].status, entries["cut.mp4"].num_frames, entries["cut.mp4"].frames_exact) == (
+        reason, decoded, True)
+    assert all(e.frames_exact and e.num_frames == 40 + 3 * (e.label == "b") + int(e.path[-6:-4])
+               for e in index.ok())
+    assert DatasetIndex.from_dict(index.to_dict()) == index
+    # the clip stays cached (keyed by content, not by the rule); ensure applies the rule too (the flow's path)
+    with pytest.raises(VideoReadError, match=rf"cut.mp4: too short \({decoded} < {packets}\)"):
+        cache.ensure(cut, T4, size=16, min_frames=packets)
+    assert cache.ensure(cut, T4, size=16) is True
 
 
 _KILLED_RUN = """

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from media import truncate, write_audio_only, write_empty, write_opencv, write_text
+from media import (truncate, write_audio_only, write_empty, write_faststart_mp4, write_opencv,
+                   write_text)
 from videoseq.cli import main
 from videoseq.config import DataConfig
+from videoseq.decode import index_packets
 from videoseq.dataset import DatasetIndex, scan_dataset
 from videoseq.errors import DatasetError
 from videoseq.pool import JobCrash, run_jobs
 from videoseq.splits import SplitItem, make_splits
+from videoseq.video import iter_frames
 
 REPO = Path(__file__).resolve().parents[1]
 FRACTIONS = {"val": 0.15, "test": 0.15}
@@ -54,7 +57,7 @@ def test_class_folders_layout_makes_a_stratified_split(tmp_path):
     assert index.classes == ["run", "walk"]
     assert len(index.entries) == 22
     assert [(index.relpath(e), e.status) for e in index.skipped()] == [("loose.mp4", "not in a class folder")]
-    assert all(e.num_frames == 5 for e in index.ok())
+    assert all(e.num_frames == 5 and not e.frames_exact for e in index.ok())    # packet counts, not decoded
     assert index.counts() == {"train": {"run": 6, "walk": 7}, "val": {"run": 2, "walk": 2},
                               "test": {"run": 2, "walk": 2}}
     assert any(e.path.endswith("walk/sub/nested.mp4") and e.label == "walk" for e in index.ok())
@@ -245,8 +248,24 @@ def test_broken_files_are_listed_with_reasons_not_raised(mixed):
     reasons = {index.relpath(e): e.status for e in index.skipped()}
     assert set(reasons) == {"a/empty.mp4", "a/cut.mp4", "b/text.mp4", "b/sound.mp4", "b/short.mp4"}
     assert reasons["b/short.mp4"] == "too short (2 < 3)"
+    short = next(e for e in index.skipped() if e.path.endswith("short.mp4"))
+    assert short.num_frames == 2 and short.frames_exact          # below min_frames: counted before rejected
     assert all(r for r in reasons.values())
     assert len(index.ok()) == 8
+
+
+def test_scan_decodes_only_the_first_frame(tmp_path):
+    """A cut H.264 file has a packet or two more than it decodes to: scan reports the packet count (a
+    full decode would give fewer) and leaves the exact count to extraction (tests/test_cache.py)."""
+    root = class_folders(tmp_path / "ds", {"a": 3, "b": 3})
+    whole = write_faststart_mp4(tmp_path / "whole.mp4", count=120, width=32, height=24)
+    path = truncate(whole, root / "a" / "cut.mp4", fraction=0.5)
+    packets, decoded = index_packets(path).count, len(list(iter_frames(path)))
+    assert 0 < decoded < packets
+    index = scan_dataset(root, DataConfig(min_frames=5), workers=0)
+    cut = next(e for e in index.entries if e.path == str(path))
+    assert (cut.status, cut.num_frames, cut.frames_exact) == ("ok", packets, False)
+    assert index.min_frames == 5 and DatasetIndex.from_dict(index.to_dict()) == index
 
 
 def _die_on_two(x: int) -> int:
@@ -276,6 +295,7 @@ def test_scan_command_in_process(mixed, tmp_path, capsys):
     assert main(["scan", str(mixed), "--workers", "0", "--index-out", str(tmp_path / "i.json")]) == 0
     out = capsys.readouterr().out
     assert "layout: folders" in out and "a/empty.mp4: " in out and "b/text.mp4: " in out
+    assert "fewer than 1 frame(s) (data.min_frames)" in out
     assert DatasetIndex.from_json(tmp_path / "i.json").layout == "folders"
     assert main(["scan", str(mixed), "--workers", "0", "--group-regex", "([ab])"]) == 2   # 1 group per class
     assert "class 'a' has 4 usable video(s) in 1 group(s)" in capsys.readouterr().err

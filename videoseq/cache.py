@@ -25,6 +25,7 @@ import numpy as np
 
 from videoseq.atomic import atomic_save_npz
 from videoseq.config import RuntimeConfig, SamplingConfig
+from videoseq.dataset import length_status
 from videoseq.errors import VideoReadError
 from videoseq.pool import JobCrash, run_jobs
 
@@ -75,9 +76,13 @@ class FrameCache:
         clip, _ = self._fetch(path, sampling, size=size, view=view)
         return clip
 
-    def ensure(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int = 0) -> bool:
-        """Make sure the entry exists; True when it was already cached, False when it was extracted now."""
-        _, hit = self._fetch(path, sampling, size=size, view=view)
+    def ensure(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int = 0,
+               min_frames: int = 1) -> bool:
+        """Make sure the entry exists; True when it was already cached, False when it was extracted now.
+        Raises `VideoReadError` "too short (n < min_frames)" when the decoded count is below `min_frames`
+        (the entry stays cached: it is keyed by content, not by this rule)."""
+        clip, hit = self._fetch(path, sampling, size=size, view=view)
+        require_length(path, clip.info.num_frames, min_frames)
         return hit
 
     def remove_stale_temp(self, *, older_than_s: float = 3600.0) -> int:
@@ -144,6 +149,14 @@ class FrameCache:
         return Clip(frames=frames, indices=indices.astype(np.int64), mask=mask, info=info)
 
 
+def require_length(path: str | Path, num_frames: int, min_frames: int) -> None:
+    """Raise `VideoReadError` with the scan's reason ("too short (n < m)") for a decoded count below
+    `min_frames`: scan judged the file by its packet count, extraction judges it by the frames."""
+    status = length_status(num_frames, min_frames)
+    if status != "ok":
+        raise VideoReadError(path, status)
+
+
 class ExtractReport(NamedTuple):
     extracted: int                      # clips decoded and stored by this call
     cached: int                         # clips that were already in the cache
@@ -153,27 +166,34 @@ class ExtractReport(NamedTuple):
 def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size: int, views: int = 1,
                     workers: int = 2, progress: bool = True) -> ExtractReport:
     """Extract every usable entry of a `DatasetIndex` into `cache`: views 0..views-1 for train videos,
-    view 0 for val/test, in up to `workers` processes (0 = in-process). A video that fails to decode is
-    reported in `failed` and marked in the index (`index.mark_failed`); the others go on."""
+    view 0 for val/test, in up to `workers` processes (0 = in-process). A video that fails to decode, or
+    decodes to fewer than `index.min_frames` frames (scan saw only its packet count: a truncated file),
+    is reported in `failed` and marked in the index (`index.mark_failed`); the others go on. The decoded
+    frame count of every other video is recorded in the index (`index.confirm_frames`)."""
     if cache.root.is_dir() and (stale := cache.remove_stale_temp()):
         log.info("removed %d temp files left by killed writers in %s", stale, cache.root)
     jobs = []
     for e in index.ok():
         for view in range(max(1, views) if e.split == "train" else 1):
-            jobs.append((str(cache.root), e.path, sampling, size, view))
+            jobs.append((str(cache.root), e.path, sampling, size, view, index.min_frames))
     results = run_jobs(_extract_job, jobs, workers=workers, progress=progress, desc="extract", unit="clip")
     extracted = cached = 0
     failed: dict[str, str] = {}
+    frames: dict[str, int] = {}
     for (_, path, *_), res in zip(jobs, results):
         if isinstance(res, JobCrash):
-            res = (None, "unreadable: decoder crashed")
-        hit, reason = res
+            res = (None, "unreadable: decoder crashed", None)
+        hit, reason, num_frames = res
+        if num_frames is not None:
+            frames[path] = num_frames
         if reason is not None:
             failed.setdefault(path, reason)
         elif hit:
             cached += 1
         else:
             extracted += 1
+    for path, num_frames in frames.items():
+        index.confirm_frames(path, num_frames)
     for path, reason in failed.items():
         index.mark_failed(path, reason)
         log.warning("%s: %s; left out", path, reason)
@@ -181,12 +201,17 @@ def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size:
     return ExtractReport(extracted=extracted, cached=cached, failed=sorted(failed.items()))
 
 
-def _extract_job(root: str, path: str, sampling: SamplingConfig, size: int, view: int) -> tuple[bool | None, str | None]:
-    """(was cached, None) or (None, reason). Runs in a pool worker; never raises for a bad video."""
+def _extract_job(root: str, path: str, sampling: SamplingConfig, size: int, view: int,
+                 min_frames: int) -> tuple[bool | None, str | None, int | None]:
+    """(was cached, None, decoded frames), (None, "too short ...", decoded frames) or (None, reason,
+    None). Runs in a pool worker; never raises for a bad video."""
     try:
-        return FrameCache(root).ensure(path, sampling, size=size, view=view), None
+        clip, hit = FrameCache(root)._fetch(path, sampling, size=size, view=view)
     except VideoReadError as e:
-        return None, e.reason
+        return None, e.reason, None
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        return None, f"unreadable: {type(e).__name__}: {first}".rstrip(": ")
+        return None, f"unreadable: {type(e).__name__}: {first}".rstrip(": "), None
+    num_frames = int(clip.info.num_frames)
+    status = length_status(num_frames, min_frames)
+    return (hit, None, num_frames) if status == "ok" else (None, status, num_frames)

@@ -2,12 +2,18 @@
 
     index = scan_dataset("my_videos", DataConfig(group_regex=r"_g(\\d+)_"), workers=2, progress=True)
     index.counts()        # {"train": {"a": 14, "b": 14}, "val": {...}, "test": {...}}
-    index.skipped()       # [VideoEntry(path=".../b/cut.mp4", ..., status="unreadable: truncated after 3 frames")]
+    index.skipped()       # [VideoEntry(path=".../b/cut.mp4", ..., status="too short (3 < 8)")]
     index.to_json("runs/x/index.json")
 
-Every candidate file is probed (frames counted by decoding) in a bounded process pool; a broken file
-becomes an entry with the reason it is skipped, never an exception. Splits come from the layout
-(`layouts.py`) or from `splits.make_splits` over the usable videos, and are validated either way.
+Every candidate file is probed in a bounded process pool: its packets are indexed (no decoding) and
+its first frame decoded, so a file that cannot be opened or decoded at all is found here, cheaply. A
+broken file becomes an entry with the reason it is skipped, never an exception. The frame count is the
+container's packet count (`frames_exact=False`); frames are decoded once, by extraction
+(`cache.extract_dataset`), which confirms the count, records it, and skips a file that turns out to be
+broken or shorter than `min_frames` (a truncated file whose index promised more) with its reason. A
+file whose packet count is below `min_frames` is counted exactly here before it is called too short.
+Splits come from the layout (`layouts.py`) or from `splits.make_splits` over the usable videos, and are
+validated either way.
 """
 from __future__ import annotations
 
@@ -38,7 +44,10 @@ class VideoEntry:
     split: str                     # "train" | "val" | "test"; "" for a skipped file no layout put in a split
     group: str | None              # clips of one group never span two splits; None = its own group
     status: str = "ok"             # "ok" or why the file is skipped ("cannot open", "too short (3 < 8)", ...)
-    num_frames: int | None = None  # frames counted by decoding at scan time; None when it could not be read
+    num_frames: int | None = None  # scan: the packet count (provisional); extraction: the decoded count.
+    #                                None when the file could not be read
+    frames_exact: bool = False     # True once num_frames is confirmed by decoding (extraction, or a
+    #                                scan that had to count: no packet index, or fewer than min_frames)
 
 
 @dataclass
@@ -48,6 +57,7 @@ class DatasetIndex:
     classes: list[str]             # sorted class names; a label's position here is its class id
     entries: list[VideoEntry] = field(default_factory=list)  # sorted by path
     split_source: str = "videoseq"  # "videoseq" (made by make_splits), "layout" (as given), "layout+val" (val carved)
+    min_frames: int = 1            # data.min_frames of the scan; extraction enforces it on the decoded count
 
     def ok(self, split: str | None = None) -> list[VideoEntry]:
         return [e for e in self.entries if e.status == "ok" and (split is None or e.split == split)]
@@ -66,11 +76,18 @@ class DatasetIndex:
 
     def mark_failed(self, path: str, reason: str) -> None:
         """Record that a file found usable at scan time failed later (e.g. decoding broke mid-way)."""
+        self._entry(path).status = reason
+
+    def confirm_frames(self, path: str, num_frames: int) -> None:
+        """Record the frame count that decoding found (extraction): num_frames becomes exact."""
+        entry = self._entry(path)
+        entry.num_frames, entry.frames_exact = int(num_frames), True
+
+    def _entry(self, path: str) -> VideoEntry:
         target = os.path.abspath(path)
         for e in self.entries:
             if os.path.abspath(e.path) == target:
-                e.status = reason
-                return
+                return e
         raise KeyError(f"{path} is not in the index of {self.root}")
 
     def relpath(self, entry: VideoEntry) -> str:
@@ -79,7 +96,7 @@ class DatasetIndex:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: entry paths relative to `root`."""
         return {"format": INDEX_FORMAT, "root": self.root, "layout": self.layout, "classes": self.classes,
-                "split_source": self.split_source,
+                "split_source": self.split_source, "min_frames": self.min_frames,
                 "entries": [{**asdict(e), "path": self.relpath(e)} for e in self.entries]}
 
     def to_json(self, path: str | Path) -> Path:
@@ -94,7 +111,8 @@ class DatasetIndex:
             entries = [VideoEntry(**{**e, "path": os.path.normpath(os.path.join(root, e["path"]))})
                        for e in raw["entries"]]
             return cls(root=root, layout=str(raw["layout"]), classes=list(raw["classes"]), entries=entries,
-                       split_source=str(raw.get("split_source", "videoseq")))
+                       split_source=str(raw.get("split_source", "videoseq")),
+                       min_frames=int(raw.get("min_frames", 1)))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise DatasetError(f"{source}: not a videoseq dataset index ({type(e).__name__}: {e})") from None
 
@@ -109,23 +127,32 @@ class DatasetIndex:
         return cls.from_dict(raw, source=str(path))
 
 
-def probe_status(path: str, min_frames: int) -> tuple[str, int | None]:
-    """("ok", frames) or (why the file is unusable, frames or None). Never raises: runs in pool workers."""
+def probe_status(path: str, min_frames: int) -> tuple[str, int | None, bool]:
+    """(status, frames, exact): status "ok" or why the file is unusable; frames the packet count
+    (exact=False) or a decoded count (exact=True), None when unreadable. Decodes the first frame only,
+    unless the packets promise fewer than `min_frames` (then counts by decoding before calling the file
+    too short). Never raises: runs in pool workers."""
     from videoseq.video import probe
 
     try:
-        info = probe(path, count_frames=True)
+        info = probe(path)
+        if info.num_frames < min_frames and not info.frames_exact:
+            info = probe(path, count_frames=True)
     except VideoReadError as e:
-        return e.reason, None
+        return e.reason, None, False
     except Exception as e:  # a decoder error we did not foresee must not end the scan
         first = (str(e).strip().splitlines() or [""])[0]
-        return f"unreadable: {type(e).__name__}: {first}".rstrip(": "), None
-    n = int(info.num_frames)
-    if n <= 0:
-        return "no frames", 0
-    if n < min_frames:
-        return f"too short ({n} < {min_frames})", n
-    return "ok", n
+        return f"unreadable: {type(e).__name__}: {first}".rstrip(": "), None, False
+    return length_status(info.num_frames, min_frames), int(info.num_frames), bool(info.frames_exact)
+
+
+def length_status(num_frames: int, min_frames: int) -> str:
+    """"ok", "no frames" or "too short (n < min_frames)": the one rule for scan and extraction."""
+    if num_frames <= 0:
+        return "no frames"
+    if num_frames < min_frames:
+        return f"too short ({num_frames} < {min_frames})"
+    return "ok"
 
 
 def scan_dataset(root: str | Path, data: DataConfig, *, workers: int = 2, progress: bool = False) -> DatasetIndex:
@@ -146,12 +173,14 @@ def scan_dataset(root: str | Path, data: DataConfig, *, workers: int = 2, progre
                        workers=workers, progress=progress, desc="scan")
     probed = {}
     for f, res in zip(todo, results):
-        probed[f.rel] = ("unreadable: decoder crashed", None) if isinstance(res, JobCrash) else res
-    entries = [VideoEntry(path=str(root / f.rel), label=f.label, split=f.split, group=f.group,
-                          status=probed.get(f.rel, (f.status, None))[0],
-                          num_frames=probed.get(f.rel, (None, None))[1]) for f in found]
-    index = DatasetIndex(root=str(root), layout=layout,
-                         classes=sorted({e.label for e in entries if e.label}), entries=entries)
+        probed[f.rel] = ("unreadable: decoder crashed", None, False) if isinstance(res, JobCrash) else res
+    entries = []
+    for f in found:
+        status, frames, exact = probed.get(f.rel, (f.status, None, False))
+        entries.append(VideoEntry(path=str(root / f.rel), label=f.label, split=f.split, group=f.group,
+                                  status=status, num_frames=frames, frames_exact=exact))
+    index = DatasetIndex(root=str(root), layout=layout, classes=sorted({e.label for e in entries if e.label}),
+                         entries=entries, min_frames=data.min_frames)
     _require_usable(index)
     _assign_splits(index, data, explicit=any(f.split for f in found))
     ok = index.ok()

@@ -1,6 +1,10 @@
 """`videoseq scan ROOT`: index and validate a dataset; print counts per class and split, and every
 skipped file with its reason. Exit 0 when at least one video is usable, 2 when none (or the layout
-cannot be used)."""
+cannot be used).
+
+Scan opens each file and decodes its first frame only; frame counts are the containers' packet counts.
+Extraction (`compare`, `train`, the pipeline flow) decodes each file once and skips, with its reason in
+the run's report, a file that breaks mid-way or turns out shorter than data.min_frames."""
 from __future__ import annotations
 
 import argparse
@@ -62,5 +66,7 @@ def render(index, *, seed: int) -> str:
         lines += [f"  {index.relpath(e)}: {e.status}" for e in skipped]
     else:
         lines.append("skipped: none")
+    lines.append(f"frame counts are from the containers; extraction decodes every file and skips any that "
+                 f"breaks mid-way or has fewer than {index.min_frames} frame(s) (data.min_frames)")
     return "\n".join(lines)
 
