@@ -52,7 +52,8 @@ def _extract_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
         return None          # unreadable: no caching; the task itself reports the error
     return "videoseq-frames-" + config_digest({
         "file": digest, "sampling": parameters["sampling"],
-        "size": parameters["size"], "views": parameters["views"], "cache": parameters["cache_root"]})
+        "size": parameters["size"], "views": parameters["views"], "cache": parameters["cache_root"],
+        "min_frames": parameters.get("min_frames", 1)})
 
 
 def _extract_run_name() -> str:
@@ -79,7 +80,8 @@ def scan(root: str, config: dict[str, Any], run_dir: str) -> str:
 @task(name="plan-extraction")
 def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
     """What to extract, exactly as compare will read it: usable videos with their views (train videos
-    get `sampling.train_views`, others 1), the frame size, and the frame cache folder."""
+    get `sampling.train_views`, others 1), the frame size, the frame cache folder, and the index's
+    min_frames (scan judged lengths by packet counts; extraction checks the decoded counts)."""
     from videoseq.cache import default_cache_dir
     from videoseq.dataset import DatasetIndex
     from videoseq.encoders import build_encoder
@@ -87,33 +89,39 @@ def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
     cfg = config_from_dict(config)
     size = cfg.sampling.size or build_encoder(cfg.model.encoder, weights=None, pooling=cfg.model.pooling).input_size
     train_views = max(1, cfg.sampling.train_views)
-    entries = DatasetIndex.from_json(index_path).ok()
+    index = DatasetIndex.from_json(index_path)
+    entries = index.ok()
     return {"paths": [e.path for e in entries],
             "views": [train_views if e.split == "train" else 1 for e in entries],
-            "size": int(size), "cache_root": str(Path(default_cache_dir(cfg.runtime)) / "frames")}
+            "size": int(size), "cache_root": str(Path(default_cache_dir(cfg.runtime)) / "frames"),
+            "min_frames": index.min_frames}
 
 
 @task(name="extract-frames", task_run_name=_extract_run_name, cache_key_fn=_extract_cache_key,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_is_transient)
-def extract_video(path: str, views: int, sampling: dict[str, Any], size: int, cache_root: str) -> int:
+def extract_video(path: str, views: int, sampling: dict[str, Any], size: int, cache_root: str,
+                  min_frames: int = 1) -> int:
     """Decode and cache the sampled frames of one video, views 0..views-1; returns how many clips were
-    decoded now (0: all were in the frame cache already)."""
+    decoded now (0: all were in the frame cache already). Fails (VideoReadError, not retried) when the
+    video decodes to fewer than `min_frames` frames."""
     from videoseq.cache import FrameCache
 
     cache, params = FrameCache(cache_root), SamplingConfig(**sampling)
-    return sum(not cache.ensure(path, params, size=size, view=v) for v in range(views))  # clips stay on disk
+    return sum(not cache.ensure(path, params, size=size, view=v, min_frames=min_frames)
+               for v in range(views))  # clips stay on disk
 
 
 @flow(name="extract-videos")
 def extract_videos(paths: list[str], views: list[int], sampling: dict[str, Any], size: int,
-                   cache_root: str) -> dict[str, list]:
+                   cache_root: str, min_frames: int = 1) -> dict[str, list]:
     """Fan out one `extract_video` per path. Returns {"extracted": [path], "cached": [path],
     "failed": [[path, reason]]}; "cached" = the task itself was a Prefect cache hit or found every clip
     in the frame cache."""
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, key="extraction-progress",
                                         description=f"frames of {len(paths)} videos")
-    futures = extract_video.map(paths, views, unmapped(sampling), unmapped(size), unmapped(cache_root))
+    futures = extract_video.map(paths, views, unmapped(sampling), unmapped(size), unmapped(cache_root),
+                                unmapped(min_frames))
     path_of = {future.task_run_id: path for future, path in zip(futures, paths)}
     outcome: dict[str, list] = {"extracted": [], "cached": [], "failed": []}
     for done, future in enumerate(as_completed(futures), 1):
@@ -205,7 +213,7 @@ def pipeline(root: str, run_dir: str, config: str | None = None,
     plan = plan_extraction(index_path, raw)
     runner = build_task_runner(cfg.runtime)
     frames = extract_videos.with_options(task_runner=runner)(
-        plan["paths"], plan["views"], raw["sampling"], plan["size"], plan["cache_root"])
+        plan["paths"], plan["views"], raw["sampling"], plan["size"], plan["cache_root"], plan["min_frames"])
     index_path = record_failures(index_path, frames["failed"])
     metrics = publish(str(out), compare(index_path, str(out), raw))
     best = max(metrics["models"], key=lambda h: metrics["models"][h]["accuracy"])
