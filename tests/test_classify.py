@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,60 @@ def test_decoding_runs_a_bounded_distance_ahead(videos, lstm) -> None:
     from videoseq.predict import Sampling, prefetch_depth
     assert prefetch_depth(Sampling(16, 224, "repeat"), workers=2, batch_size=1) * 16 * 224 * 224 * 3 \
         <= 128 << 20                                                     # the default: a memory budget
+
+
+def test_capture_threads_are_per_thread_and_validated(videos) -> None:
+    """A decode worker's choice applies to the captures it opens, not to other threads'."""
+    import threading
+
+    import cv2
+
+    from videoseq import decode
+
+    def threads_of_a_capture() -> int:
+        cap = decode.open_capture(videos["h264"])
+        try:
+            return int(cap.get(cv2.CAP_PROP_N_THREADS))
+        finally:
+            cap.release()
+
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        decode.set_capture_threads(1)
+        seen["worker"] = threads_of_a_capture()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["worker"] == 1
+    assert threads_of_a_capture() == decode.DECODE_THREADS == decode.capture_threads()   # untouched here
+    with pytest.raises(ValueError, match="at least 1"):
+        decode.set_capture_threads(0)
+
+
+def test_side_by_side_decodes_split_ffmpeg_threads_and_inference_threads_are_restored(
+        videos, lstm, caplog) -> None:
+    """Several files: each of the 2 workers' captures gets DECODE_THREADS // 2 FFmpeg threads; a lone
+    file keeps them all. Inference runs on the cores the workers leave; the caller's torch setting
+    comes back afterwards."""
+    import logging
+
+    from videoseq.decode import DECODE_THREADS
+    from videoseq.predict import inference_threads
+
+    torch.set_num_threads(2)
+    with caplog.at_level(logging.DEBUG, logger="videoseq.predict"):
+        list(classify_paths([videos["v0"], videos["v1"]], lstm, workers=2))
+        shared = [r.getMessage() for r in caplog.records if "FFmpeg thread" in r.getMessage()]
+        caplog.clear()
+        list(classify_paths([videos["v0"]], lstm, workers=2))
+        lone = [r.getMessage() for r in caplog.records if "FFmpeg thread" in r.getMessage()]
+    assert torch.get_num_threads() == 2
+    assert len(shared) == 2 and all(f"with {max(1, DECODE_THREADS // 2)} FFmpeg" in m for m in shared)
+    assert len(lone) == 1 and f"with {DECODE_THREADS} FFmpeg" in lone[0]
+    cores = len(os.sched_getaffinity(0))
+    assert inference_threads(2) == max(1, cores - 2) and inference_threads(cores + 5) == 1
 
 
 def test_prediction_matches_the_model_run_by_hand(videos, lstm) -> None:

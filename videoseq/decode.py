@@ -28,6 +28,7 @@ import logging
 import os
 import string
 import subprocess
+import threading
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -42,6 +43,21 @@ logger = logging.getLogger(__name__)
 # parallelism comes from FFmpeg's decoder threads and from extraction worker processes.
 cv2.setNumThreads(1)
 DECODE_THREADS = int(os.environ.get("VIDEOSEQ_DECODE_THREADS", "2"))  # FFmpeg threads per capture
+_per_thread = threading.local()  # set_capture_threads: this thread's own choice
+
+
+def set_capture_threads(threads: int | None) -> None:
+    """FFmpeg decoder threads for the captures that the calling thread opens from now on; None: back
+    to DECODE_THREADS. For pools of decode workers, where the parallelism comes from the workers and
+    2 FFmpeg threads per capture would oversubscribe the cores (e.g. as a ThreadPoolExecutor initializer)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"set_capture_threads: need at least 1 thread, got {threads}")
+    _per_thread.threads = threads
+
+
+def capture_threads() -> int:
+    """FFmpeg decoder threads a capture opened by the calling thread gets."""
+    return getattr(_per_thread, "threads", None) or DECODE_THREADS
 
 SEEK_COST_FRAMES = 3        # one seek (demuxer seek + decoder flush) costs about this many decoded frames
 SEEK_WORTH = 0.75           # seek only when it decodes under this fraction of a full pass
@@ -86,7 +102,7 @@ def check_file(path: str | Path) -> Path:
 def open_capture(path: str | Path, *, raw: bool = False) -> cv2.VideoCapture:
     """An opened FFmpeg capture (raw = packets, not decoded). Raises VideoReadError with a diagnosis."""
     path = check_file(path)
-    params = [cv2.CAP_PROP_FORMAT, -1] if raw else [cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
+    params = [cv2.CAP_PROP_FORMAT, -1] if raw else [cv2.CAP_PROP_N_THREADS, capture_threads()]
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()

@@ -8,6 +8,10 @@ Decoding runs in a small thread pool ahead of inference (OpenCV releases the GIL
 a bounded number of clips in flight, so memory stays flat over any number of files. Results come back
 in input order as soon as each is ready.
 
+Cores: the parallelism of many files comes from the decode workers, so while neighbours decode
+alongside, each capture gets `DECODE_THREADS // workers` FFmpeg threads (a lone file keeps all of
+them), and inference runs on the cores the workers leave (`inference_threads`).
+
 Exactness: every forward pass has the same shape, `(batch_size, T, 3, S, S)`: a batch that is not full
 is padded with blank clips. So a video's probabilities are bit-identical whether it is classified
 alone, among other videos, or by `videoseq evaluate` (same `batch_size`). Different batch sizes may
@@ -16,7 +20,9 @@ frames per forward: no padding waste when a single file is classified.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -122,6 +128,7 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
 
     depth = prefetch or prefetch_depth(sampling, workers=workers, batch_size=batch_size)
     clips = iter_clips(paths, sampling, workers=workers, cache=cache, prefetch=depth)
+    threads = inference_threads(workers)
     batch: list[tuple[str, "Clip", float]] = []
     pending: list[tuple[int, str, str]] = []   # failures waiting for the batch before them
     for path, clip, seconds in clips:
@@ -133,10 +140,10 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
             continue
         batch.append((path, clip, seconds))
         if len(batch) == batch_size:
-            yield from _flush(batch, pending, ready(), batch_size, thumbnails)
+            yield from _flush(batch, pending, ready(), batch_size, thumbnails, threads)
             batch, pending = [], []
     if batch:
-        yield from _flush(batch, pending, ready(), batch_size, thumbnails)
+        yield from _flush(batch, pending, ready(), batch_size, thumbnails, threads)
     ready()  # no inputs at all: still report a model that cannot load
 
 
@@ -169,11 +176,15 @@ def iter_clips(paths: Iterable[str | Path], sampling: Sampling, *, workers: int 
                ) -> Iterator[tuple[str, "Clip | str", float]]:
     """(path, clip or error reason, decode seconds) per path, in order, decoding ahead in threads."""
     inflight: deque[tuple[str, Future]] = deque()
+    paths = iter(paths)
+    first = list(itertools.islice(paths, 2))
+    shared = len(first) > 1 and workers > 1      # captures decode side by side: split FFmpeg's threads
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         try:
-            for path in paths:
+            for path in itertools.chain(first, paths):
                 path = str(path)
-                inflight.append((path, pool.submit(_decode, path, sampling, cache)))
+                inflight.append((path, pool.submit(_decode, path, sampling, cache,
+                                                   workers if shared else 1)))
                 if len(inflight) >= prefetch:
                     yield _result(*inflight.popleft())
             while inflight:
@@ -181,6 +192,14 @@ def iter_clips(paths: Iterable[str | Path], sampling: Sampling, *, workers: int 
         finally:  # a consumer that stops early must not leave decodes queued
             for _, future in inflight:
                 future.cancel()
+
+
+def inference_threads(workers: int) -> int:
+    """torch threads for inference next to `workers` decode workers: the cores they leave, at least 1.
+
+    It depends on the machine and `workers` only, never on how many files are given: the thread count
+    can change a result's last bits, and a video must give the same result alone or among others."""
+    return max(1, len(os.sched_getaffinity(0)) - max(1, workers))
 
 
 def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int | None = None):
@@ -262,8 +281,15 @@ def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str]
 
 # --- internals -----------------------------------------------------------------------------------
 
-def _decode(path: str, sampling: Sampling, cache: "FrameCache | None") -> tuple["Clip", float]:
+def _decode(path: str, sampling: Sampling, cache: "FrameCache | None",
+            side_by_side: int) -> tuple["Clip", float]:
+    """One clip, decoded in a worker thread while `side_by_side` - 1 other workers decode too."""
+    from videoseq import decode
+
     started = time.perf_counter()
+    threads = max(1, decode.DECODE_THREADS // side_by_side)
+    decode.set_capture_threads(threads)
+    log.debug("decoding %s with %d FFmpeg thread(s)", path, threads)
     if cache is not None:
         from videoseq.config import SamplingConfig
         config = SamplingConfig(frames=sampling.frames, size=sampling.size, short=sampling.short)
@@ -301,14 +327,23 @@ def _result(path: str, future: Future) -> tuple[str, "Clip | str", float]:
 
 
 def _flush(batch: list[tuple[str, "Clip", float]], pending: list[tuple[int, str, str]],
-           bundles: Sequence["Bundle"], batch_size: int, thumbnails: bool) -> Iterator[list[Result]]:
-    """Predict one batch with every bundle, then yield results and failures in input order."""
+           bundles: Sequence["Bundle"], batch_size: int, thumbnails: bool,
+           threads: int) -> Iterator[list[Result]]:
+    """Predict one batch with every bundle (on `threads` torch threads), then yield results and
+    failures in input order."""
+    import torch
+
     clips = [clip for _, clip, _ in batch]
     per_bundle = []
-    for bundle in bundles:
-        started = time.perf_counter()
-        probs, steps = predict_clips(bundle, clips, batch_size=batch_size)
-        per_bundle.append((probs, steps, (time.perf_counter() - started) / len(clips)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, threads))     # never more than the caller allows
+    try:
+        for bundle in bundles:
+            started = time.perf_counter()
+            probs, steps = predict_clips(bundle, clips, batch_size=batch_size)
+            per_bundle.append((probs, steps, (time.perf_counter() - started) / len(clips)))
+    finally:
+        torch.set_num_threads(before)
     failures = {i: [] for i in range(len(batch) + 1)}
     for position, path, reason in pending:
         failures[position].append((path, reason))
