@@ -192,8 +192,7 @@ def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size:
             cached += 1
         else:
             extracted += 1
-    for path, num_frames in frames.items():
-        index.confirm_frames(path, num_frames)
+    index.confirm_frames(frames)
     for path, reason in failed.items():
         index.mark_failed(path, reason)
         log.warning("%s: %s; left out", path, reason)

@@ -78,10 +78,14 @@ class DatasetIndex:
         """Record that a file found usable at scan time failed later (e.g. decoding broke mid-way)."""
         self._entry(path).status = reason
 
-    def confirm_frames(self, path: str, num_frames: int) -> None:
-        """Record the frame count that decoding found (extraction): num_frames becomes exact."""
-        entry = self._entry(path)
-        entry.num_frames, entry.frames_exact = int(num_frames), True
+    def confirm_frames(self, counts: dict[str, int]) -> None:
+        """Record the frame counts that decoding found (extraction), path -> frames: they become exact."""
+        by_path = {os.path.abspath(e.path): e for e in self.entries}
+        for path, num_frames in counts.items():
+            entry = by_path.get(os.path.abspath(path))
+            if entry is None:
+                raise KeyError(f"{path} is not in the index of {self.root}")
+            entry.num_frames, entry.frames_exact = int(num_frames), True
 
     def _entry(self, path: str) -> VideoEntry:
         target = os.path.abspath(path)
