@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -70,74 +71,94 @@ def make_bundle(dest: Path, encoder: str) -> Path:
                        classes=["a", "b", "c", "d", "e"], metrics={"val_accuracy": None})
 
 
-def timed(cmd: list[str], repeats: int) -> tuple[float, int, float]:
-    """Best wall time of `cmd` over `repeats` runs, the largest peak RSS (KiB) seen, and the CPU time
-    (user + sys) of the best run: CPU time barely depends on what else the machine is running."""
-    best, peak, cpu = float("inf"), 0, 0.0
+class Run(NamedTuple):
+    wall: float      # seconds
+    cpu: float       # user + sys seconds, all threads (and child processes of the command)
+    rss: int         # peak RSS, KiB
+    load: float      # 1-minute load average just before the run
+
+
+def run_once(cmd: list[str]) -> Run:
+    """One run of `cmd` in a child process: wall, CPU, peak RSS, and the load it met."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
              "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
              "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
              "print(time.perf_counter() - t, u.ru_maxrss, rc, u.ru_utime + u.ru_stime)")
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
-                             check=True).stdout.split()
-        seconds, rss, rc = float(out[0]), int(out[1]), int(out[2])
-        if rc not in (0, 1):
-            raise RuntimeError(f"{' '.join(cmd)} exited {rc}")
-        if seconds < best:
-            best, cpu = seconds, float(out[3])
-        peak = max(peak, rss)
-    return best, peak, cpu
+    load = os.getloadavg()[0]
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
+                         check=True).stdout.split()
+    if int(out[2]) not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} exited {out[2]}")
+    return Run(float(out[0]), float(out[3]), int(out[1]), load)
 
 
-def extraction_seconds(clips: list[Path], bundle: Path, repeats: int) -> tuple[float, float]:
-    """Sum over clips of read_frames(clip) with the bundle's sampling, in one warm process (best run):
-    (wall seconds, CPU seconds of this process during that run)."""
-    from videoseq.bundle import read_bundle_meta
-    from videoseq.video import read_frames
+def best(runs: list[Run]) -> Run:
+    """The fastest run (the least disturbed on a shared machine), with the largest peak RSS seen."""
+    fastest = min(runs, key=lambda r: r.wall)
+    return fastest._replace(rss=max(r.rss for r in runs))
 
-    sampling = read_bundle_meta(bundle)["sampling"]
-    read_frames(clips[0], count=sampling["frames"], size=sampling["size"])   # warm-up (imports, codecs)
-    best, cpu = float("inf"), 0.0
-    for _ in range(repeats):
-        total, cpu_start = 0.0, time.process_time()
-        for clip in clips:
+
+def timed(cmd: list[str], repeats: int) -> Run:
+    return best([run_once(cmd) for _ in range(repeats)])
+
+
+class Extraction:
+    """The clip baseline: read_frames of each clip with the bundle's sampling, one after another, in
+    this (warm) process, with the library's default decoder threads."""
+
+    def __init__(self, clips: list[Path], bundle: Path):
+        from videoseq.bundle import read_bundle_meta
+        from videoseq.video import read_frames
+
+        self.clips, self.read = clips, read_frames
+        self.sampling = read_bundle_meta(bundle)["sampling"]
+        read_frames(clips[0], count=self.sampling["frames"], size=self.sampling["size"])  # warm-up
+
+    def run(self) -> Run:
+        """Sum of the per-clip wall times; CPU time of this process over the loop."""
+        load, total, cpu_start = os.getloadavg()[0], 0.0, time.process_time()
+        for clip in self.clips:
             start = time.perf_counter()
-            read_frames(clip, count=sampling["frames"], size=sampling["size"], short=sampling["short"])
+            self.read(clip, count=self.sampling["frames"], size=self.sampling["size"],
+                      short=self.sampling["short"])
             total += time.perf_counter() - start
-        if total < best:
-            best, cpu = total, time.process_time() - cpu_start
-    return best, cpu
+        return Run(total, time.process_time() - cpu_start, 0, load)
 
 
 def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repeats: int,
-            workers: int, *, long_only: bool = False) -> dict:
+            workers: int, *, long_only: bool = False, clips_only: bool = False) -> dict:
     bundle = make_bundle(work / f"bundle-{encoder}", encoder)
     videoseq = [sys.executable, "-m", "videoseq", "classify", "--model", str(bundle), "--json",
                 "--workers", str(workers), "--device", "cpu"]
     m = {"encoder": encoder, "workers": workers}
-    # 1. one long video
-    m["classify_s"], m["classify_rss"], m["classify_cpu"] = timed([*videoseq, str(long_video)], repeats)
-    m["decode_s"], _, m["decode_cpu"] = timed([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(long_video),
-                              "-f", "null", "-"], repeats)
-    m["import_s"], _, m["import_cpu"] = timed([sys.executable, "-c", "import torch, cv2"], repeats)
-    floor = m["decode_s"] + m["import_s"]
-    print(f"[{encoder}] long video: classify {m['classify_s']:.2f}s vs ffmpeg decode {m['decode_s']:.2f}s "
-          f"+ import {m['import_s']:.2f}s = {floor:.2f}s -> {m['classify_s'] / floor:.2f}x", flush=True)
+    if not clips_only:  # 1. one long video
+        m["classify"] = timed([*videoseq, str(long_video)], repeats)
+        m["decode"] = timed([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(long_video),
+                             "-f", "null", "-"], repeats)
+        m["import"] = timed([sys.executable, "-c", "import torch, cv2"], repeats)
+        floor = m["decode"].wall + m["import"].wall
+        print(f"[{encoder}] long video: classify {m['classify'].wall:.2f}s vs ffmpeg decode "
+              f"{m['decode'].wall:.2f}s + import {m['import'].wall:.2f}s = {floor:.2f}s -> "
+              f"{m['classify'].wall / floor:.2f}x (load {m['classify'].load:.1f})", flush=True)
     if long_only:
         return m
-    # 2. many short clips
-    m["extract_s"], m["extract_cpu"] = extraction_seconds(clips, bundle, repeats)
-    m["many_s"], m["many_rss"], m["many_cpu"] = timed([*videoseq, str(clips[0].parent)], repeats)
+    # 2. many short clips: the baseline and the call alternate, so both meet the same load
+    extraction = Extraction(clips, bundle)
+    pairs = [(extraction.run(), run_once([*videoseq, str(clips[0].parent)])) for _ in range(repeats)]
+    m["extract"], m["many"] = best([e for e, _ in pairs]), best([c for _, c in pairs])
+    m["pairs"] = pairs
     subset = work / "clips50"
     subset.mkdir(exist_ok=True)
     for clip in clips[:50]:
         if not (subset / clip.name).exists():
             (subset / clip.name).symlink_to(clip)
-    m["few_s"], m["few_rss"], _ = timed([*videoseq, str(subset)], 1)
-    print(f"[{encoder}] {len(clips)} clips: classify {m['many_s']:.2f}s vs extraction sum "
-          f"{m['extract_s']:.2f}s -> {m['many_s'] / m['extract_s']:.2f}x; peak RSS 50 clips "
-          f"{m['few_rss'] / 1024:.0f} MiB, {len(clips)} clips {m['many_rss'] / 1024:.0f} MiB", flush=True)
+    m["few"] = timed([*videoseq, str(subset)], 1)
+    for e, c in pairs:
+        print(f"[{encoder}] {len(clips)} clips: classify {c.wall:.2f}s (CPU {c.cpu:.1f}, load {c.load:.1f}) "
+              f"vs extraction sum {e.wall:.2f}s (CPU {e.cpu:.1f}, load {e.load:.1f}) -> "
+              f"{c.wall / e.wall:.2f}x", flush=True)
+    print(f"[{encoder}] best {m['many'].wall / m['extract'].wall:.2f}x; peak RSS 50 clips "
+          f"{m['few'].rss / 1024:.0f} MiB, {len(clips)} clips {m['many'].rss / 1024:.0f} MiB", flush=True)
     return m
 
 
@@ -147,6 +168,8 @@ def main() -> None:
                     help="encoders of the benchmark bundles (one section each)")
     ap.add_argument("--long-only", nargs="*", default=[], metavar="ENCODER",
                     help="encoders measured on the long video only (e.g. a heavy one on a small CPU)")
+    ap.add_argument("--clips-only", action="store_true",
+                    help="measure the 200 clips only and print the figures (the report is not written)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="classify --workers (decode threads)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "videoseq-bench-classify")
@@ -158,8 +181,9 @@ def main() -> None:
     long_video = make_long_video(args.work / "long_720p_60s.mp4")
     clips = make_clips(args.work / "clips")
     results = [measure(e, args.work, clips, long_video, args.repeats, args.workers,
-                       long_only=e in args.long_only) for e in args.encoder]
-    write_report(args.out, results, repeats=args.repeats, clips=len(clips))
+                       long_only=e in args.long_only, clips_only=args.clips_only) for e in args.encoder]
+    if not args.clips_only:
+        write_report(args.out, results, repeats=args.repeats, clips=len(clips))
 
 
 def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) -> None:
@@ -168,21 +192,24 @@ def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) ->
     def verdict(ratio: float, target: float) -> str:
         return "meets" if ratio <= target else "MISSES"
 
-    long_rows, many_rows = [], []
+    long_rows, many_rows, pair_rows = [], [], []
     for m in results:
-        floor = m["decode_s"] + m["import_s"]
-        r1 = m["classify_s"] / floor
-        if "many_s" in m:
-            many_rows.append(f"| {m['encoder']} | {m['many_s']:.2f} | {m['extract_s']:.2f} "
-                             f"| **{m['many_s'] / m['extract_s']:.2f}x** "
-                             f"({verdict(m['many_s'] / m['extract_s'], 1.2)}) "
-                             f"| {m['many_cpu']:.1f} / {m['extract_cpu']:.1f} = {m['many_cpu'] / m['extract_cpu']:.2f}x "
-                             f"| {m['few_rss'] / 1024:.0f} | {m['many_rss'] / 1024:.0f} |")
-        cpu_floor = m["decode_cpu"] + m["import_cpu"]
-        long_rows.append(f"| {m['encoder']} | {m['classify_s']:.2f} | {m['decode_s']:.2f} | {m['import_s']:.2f} "
-                         f"| {floor:.2f} | **{r1:.2f}x** ({verdict(r1, 1.3)}) "
-                         f"| {m['classify_cpu']:.1f} / {cpu_floor:.1f} = {m['classify_cpu'] / cpu_floor:.2f}x "
-                         f"| {m['classify_rss'] / 1024:.0f} |")
+        if "many" in m:
+            e, c = m["extract"], m["many"]
+            many_rows.append(f"| {m['encoder']} | {c.wall:.2f} | {e.wall:.2f} "
+                             f"| **{c.wall / e.wall:.2f}x** ({verdict(c.wall / e.wall, 1.2)}) "
+                             f"| {c.cpu:.1f} / {e.cpu:.1f} = {c.cpu / e.cpu:.2f}x | {c.load:.1f} / {e.load:.1f} "
+                             f"| {m['few'].rss / 1024:.0f} | {c.rss / 1024:.0f} |")
+            pair_rows += [f"| {m['encoder']} | {i} | {c.wall:.2f} | {c.cpu:.1f} | {c.load:.1f} | {e.wall:.2f} "
+                          f"| {e.cpu:.1f} | {e.load:.1f} | {c.wall / e.wall:.2f}x |"
+                          for i, (e, c) in enumerate(m["pairs"], start=1)]
+        if "classify" in m:
+            c, d, i = m["classify"], m["decode"], m["import"]
+            floor, cpu_floor = d.wall + i.wall, d.cpu + i.cpu
+            long_rows.append(f"| {m['encoder']} | {c.wall:.2f} | {d.wall:.2f} | {i.wall:.2f} "
+                             f"| {floor:.2f} | **{c.wall / floor:.2f}x** ({verdict(c.wall / floor, 1.3)}) "
+                             f"| {c.cpu:.1f} / {cpu_floor:.1f} = {c.cpu / cpu_floor:.2f}x | {c.load:.1f} "
+                             f"| {c.rss / 1024:.0f} |")
     nl = "\n"
     text = f"""# Benchmark: `videoseq classify`
 
@@ -195,20 +222,29 @@ Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:
 `videoseq classify VIDEO --model BUNDLE --json` against ffmpeg's full decode (`ffmpeg -i VIDEO -f null -`)
 plus a bare `python -c "import torch, cv2"`. Target: <= 1.3x.
 
-| encoder | classify s | ffmpeg decode s | import s | floor s | wall ratio | CPU s: classify / floor | peak RSS MiB |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| encoder | classify s | ffmpeg decode s | import s | floor s | wall ratio | CPU s: classify / floor | load | peak RSS MiB |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {nl.join(long_rows)}
 
 ## Many short clips ({clips} clips of {CLIP_SECONDS} s, 320x240, H.264)
 
 One `videoseq classify DIR --model BUNDLE --json` call against the sum of each clip's extraction
-(`read_frames`, one after another in a warm process). Target: <= 1.2x. Peak memory of the call for
-50 and for {clips} clips: decoding runs a bounded number of clips ahead of inference, so memory
-should not grow with the number of files.
+(`read_frames` with the library's default decoder threads, one after another in a warm process).
+Target: <= 1.2x. The two alternate, so each pair meets the same load; the summary takes the best of
+each. Load: the 1-minute load average just before the run (classify / extraction); the machine has
+2 cores, so anything above ~1 means other work was competing. Peak memory of the call for 50 and for
+{clips} clips: decoding runs a bounded number of clips ahead of inference, so memory should not grow
+with the number of files.
 
-| encoder | classify s | extraction sum s | wall ratio | CPU s: classify / extraction | RSS 50 clips MiB | RSS {clips} clips MiB |
-|---|---:|---:|---:|---:|---:|---:|
+| encoder | classify s | extraction sum s | wall ratio | CPU s: classify / extraction | load | RSS 50 clips MiB | RSS {clips} clips MiB |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {nl.join(many_rows)}
+
+Every pair:
+
+| encoder | run | classify s | CPU s | load | extraction s | CPU s | load | ratio |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{nl.join(pair_rows)}
 
 ## Where the time goes (profiled while writing this benchmark, same machine)
 
