@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a timeline plot per video (a .png path for one video, else a folder)")
     p.add_argument("--batch-size", type=int, default=1, metavar="B",
                    help="videos per forward pass (padded to B: results never depend on the neighbours)")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads running ahead of inference")
+    p.add_argument("--workers", type=int, default=2,
+                   help="decoding threads running ahead of inference, and as many inference threads")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
 
 
