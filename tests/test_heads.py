@@ -176,3 +176,48 @@ def test_only_heads_with_memory_learn_frame_order(name):
         assert accuracy < 0.65        # chance: the frames alone carry no label
     else:
         assert accuracy > 0.95
+
+
+# ----------------------------------------------------------------------------- the motion stream
+
+M = 4   # the last M of D input dimensions are motion
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_input_normalisation_folds_exactly_with_a_motion_stream(name):
+    """A head trained on standardised features, folded, gives the same output on raw features:
+    both streams of a temporal head, the appearance part alone for per_frame."""
+    from videoseq.features import fold_input_normalization
+
+    head = make(name, motion_dim=M)
+    assert head.embed.input_linears()[0][0].in_features == D - M
+    assert len(head.embed.input_linears()) == (1 if name == "per_frame" else 2)
+    torch.manual_seed(2)
+    raw = 3 + 5 * torch.randn(2, T, D)
+    mean, std = raw.mean(dim=(0, 1)), raw.std(dim=(0, 1))
+    with torch.no_grad():
+        expected = head((raw - mean) / std)
+        fold_input_normalization(head, mean, std)
+        torch.testing.assert_close(head(raw), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_stream_dropout_hides_appearance_from_whole_clips_in_training_only():
+    head = build_head("lstm", D, C, hidden=8, dropout=0.0, motion_dim=M, stream_dropout=0.75)
+    torch.manual_seed(3)
+    x = torch.randn(400, T, D)
+    other = x.clone()
+    other[..., :D - M] = torch.randn(400, T, D - M)                  # new appearance, same motion
+    head.train()
+    torch.manual_seed(4)
+    a = head.embed(x)
+    torch.manual_seed(4)
+    b = head.embed(other)
+    hidden = (a == b).all(dim=2)                                     # (400, T): appearance had no effect
+    assert torch.equal(hidden.all(dim=1), hidden.any(dim=1))          # a clip's steps all or none
+    assert 0.68 < hidden.all(dim=1).float().mean().item() < 0.82
+    head.eval()
+    assert not torch.equal(head.embed(x), head.embed(other))
+    with pytest.raises(ValueError, match="stream_dropout"):
+        build_head("gru", D, C, motion_dim=M, stream_dropout=1.0)
+    with pytest.raises(ValueError, match="motion_dim=12"):
+        build_head("gru", D, C, motion_dim=D)

@@ -1,6 +1,8 @@
 """VideoClassifier: encoder + head end to end, on real tiny videos."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from videoseq.config import ModelConfig
 from videoseq.encoders import build_encoder
 from videoseq.heads import build_head, list_heads
 from videoseq.models import VideoClassifier, build_model
+from videoseq.motion import build_motion
 from videoseq.transforms import frames_to_tensor
 from videoseq.video import read_frames
 
@@ -42,7 +45,7 @@ def test_forward_is_features_then_head_on_real_video(head, clips):
     with torch.no_grad():
         logits = model(x, mask)
         feats = model.forward_features(x)
-        assert feats.shape == (2, 6, model.encoder.out_dim)
+        assert feats.shape == (2, 6, model.encoder.out_dim + model.motion.out_dim)
         torch.testing.assert_close(logits, model.forward_head(feats, mask))
         assert logits.shape == (2, 3) and torch.isfinite(logits).all()
         steps = model.forward_steps(x, mask)
@@ -61,7 +64,8 @@ def test_encoder_chunks_do_not_change_features(clips):
         model.chunk_size = 5                                                # 12 frames in 3 chunks
         torch.testing.assert_close(model.forward_features(x), whole, atol=1e-5, rtol=1e-5)
         # frame order within the batch is kept: features of one frame computed alone agree
-        torch.testing.assert_close(whole[1, 2], model.encoder(x[1, 2:3])[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(whole[1, 2, :model.encoder.out_dim], model.encoder(x[1, 2:3])[0],
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_finetune_gradients_reach_encoder_and_head(clips):
@@ -101,7 +105,7 @@ def test_build_model_follows_the_config():
     cfg = ModelConfig(encoder="small_cnn", weights=None, pooling="avg", hidden=24, layers=2,
                       dropout=0.0, bidirectional=True)
     model = build_model(cfg, "gru", 7)
-    assert model.encoder.out_dim == 256 and model.head.in_dim == 256
+    assert model.encoder.out_dim == 256 and model.head.in_dim == 256 + 144 and model.head.motion_dim == 144
     assert model.head.rnn.hidden_size == 24 and model.head.rnn.num_layers == 2
     assert model.head.rnn.bidirectional and model.head.classifier[-1].out_features == 7
 
@@ -116,3 +120,27 @@ def test_build_model_without_weights_skips_pretrained_loading(tmp_path, monkeypa
 def test_mismatched_head_and_encoder_are_rejected():
     with pytest.raises(ValueError, match="expects 100-d features"):
         VideoClassifier(build_encoder("small_cnn"), build_head("lstm", 100, 2))
+    with pytest.raises(ValueError, match="0 of motion"):   # the head was built without the motion stream
+        VideoClassifier(build_encoder("small_cnn"), build_head("lstm", 1024 + 144, 2),
+                        motion=build_motion("blockmatch"))
+
+
+def test_without_motion_the_features_are_the_encoders():
+    model = build_model(dataclasses.replace(SMALL, motion="none"), "lstm", 3)
+    assert model.motion is None and model.head.in_dim == model.encoder.out_dim == 1024
+
+
+@pytest.mark.parametrize("head", list_heads())
+def test_only_temporal_heads_read_the_motion_stream(head, clips):
+    """per_frame must be the per-frame baseline: its output ignores the motion dimensions entirely;
+    every other head's output depends on them."""
+    x, mask = clips
+    model = model_for(head).eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)                                  # (2, 6, D + M)
+        assert feats[:, 0, -model.motion.out_dim:].abs().sum() == 0         # no previous frame at step 0
+        assert feats[0, 1:, -model.motion.out_dim:].abs().sum() > 0
+        other = feats.clone()
+        other[..., -model.motion.out_dim:] = torch.randn_like(other[..., -model.motion.out_dim:])
+        same = torch.equal(model.forward_head(feats, mask), model.forward_head(other, mask))
+    assert same == (head == "per_frame")

@@ -92,7 +92,9 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
         if not entries:
             raise DatasetError(f"{index.root}: no usable videos in the {name} split")
     if config.train.mode == "frozen":
-        store = FeatureStore(cache_dir / "features", encoder, device=device)
+        from videoseq.motion import build_motion
+        store = FeatureStore(cache_dir / "features", encoder, device=device,
+                             motion=build_motion(config.model.motion))
         feats = {s: store.load_split(e, frame_cache, config.sampling, size=size,
                                      views=views if s == "train" else 1, classes=classes, progress=progress)
                  for s, e in splits.items()}
@@ -134,14 +136,28 @@ def _batches(data: Data, config: Config, *, seed: int):
 def build_trainable(data: Data, config: Config, head: str, *, seed: int) -> torch.nn.Module:
     """A fresh head (frozen mode) or encoder + head (finetune), initialised from `seed`."""
     from videoseq.heads import build_head
-    from videoseq.models import build_model
+    from videoseq.models import build_model, feature_dims
+    from videoseq.motion import build_motion
 
     torch.manual_seed(seed)
     m = config.model
     if config.train.mode == "frozen":
-        return build_head(head, data.encoder.out_dim, len(data.classes), hidden=m.hidden, layers=m.layers,
-                          dropout=m.dropout, bidirectional=m.bidirectional)
+        in_dim, motion_dim = feature_dims(data.encoder, build_motion(m.motion))
+        return build_head(head, in_dim, len(data.classes), hidden=m.hidden, layers=m.layers,
+                          dropout=m.dropout, bidirectional=m.bidirectional, motion_dim=motion_dim,
+                          stream_dropout=m.stream_dropout)
     return build_model(m, head, len(data.classes))
+
+
+def whole_model(data: Data, config: Config, trained: torch.nn.Module) -> torch.nn.Module:
+    """The trained model as a VideoClassifier (frames in): a frozen-mode head gets its encoder and
+    motion stream back."""
+    from videoseq.models import VideoClassifier
+    from videoseq.motion import build_motion
+
+    if config.train.mode == "finetune":
+        return trained
+    return VideoClassifier(data.encoder, trained, motion=build_motion(config.model.motion))
 
 
 def run_fingerprint(data: Data, config: Config, head: str, seed: int) -> str:
@@ -233,7 +249,6 @@ def train_bundle(root_or_index, dest: str | Path, config: Config, *, head: str, 
 
     from videoseq import metrics as M
     from videoseq.bundle import save_bundle
-    from videoseq.models import VideoClassifier
 
     emit: EventHook = on_event or (lambda stage, fraction: None)
     dest = Path(dest)
@@ -249,8 +264,7 @@ def train_bundle(root_or_index, dest: str | Path, config: Config, *, head: str, 
               "mean_class_accuracy": M.mean_class_accuracy(y, pred, len(data.classes)),
               "best_epoch": run.fit.best_epoch, "epochs": len(run.fit.history),
               "train_seconds": run.fit.seconds, "classes": data.classes}
-    model = run.model if config.train.mode == "finetune" else VideoClassifier(data.encoder, run.model)
-    save_bundle(dest, model=model.cpu().eval(), head=head, config=config, classes=data.classes,
+    save_bundle(dest, model=whole_model(data, config, run.model).cpu().eval(), head=head, config=config, classes=data.classes,
                 metrics=result)
     shutil.rmtree(work, ignore_errors=True)
     emit("report", 1.0)

@@ -46,10 +46,12 @@ class ModelConfig:
     encoder: str = "efficientnet_lite0"  # ImageNet features transfer to real footage; "small_cnn" for synthetic tasks
     weights: str | None = "DEFAULT"      # None (random init) | "DEFAULT" (the encoder's pretrained weights) | a local path
     pooling: str = "grid2"               # "avg" or "gridK" (KxK cells): motion direction is invisible after global avg
+    motion: str = "blockmatch"           # "blockmatch": temporal heads also read how the picture moved between frames; "none"
     input_size: int | None = None        # side frames are resized to for the encoder; None = the encoder's own (224 for Lite0)
     hidden: int = 128                    # width of every head's hidden layer / recurrent state
     layers: int = 1                      # recurrent or conv layers in the head
     dropout: float = 0.3                 # on head inputs and between layers; a few hundred clips overfit easily
+    stream_dropout: float = 0.7          # with motion: share of training clips a temporal head sees without appearance
     bidirectional: bool = False          # a causal head can also give a belief after each frame
 
 

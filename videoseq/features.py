@@ -6,7 +6,9 @@
 
 An entry is keyed by (video content digest, sampling parameters, frame size, view) and by the
 encoder's identity: `encoder.cache_id()` plus a digest of its weights, so two randomly initialised
-encoders never share features. Entries are `.npz` files written atomically: a run killed while
+encoders never share features. With a motion stream (motion.py) each entry holds the encoder's D
+features followed by the motion stream's M per step, computed from the same frames in the same pass,
+and the folder name says which stream it is. Entries are `.npz` files written atomically: a run killed while
 computing features leaves only whole entries, and a rerun encodes only what is missing.
 """
 from __future__ import annotations
@@ -64,28 +66,36 @@ def feature_stats(split: SplitFeatures) -> tuple[torch.Tensor, torch.Tensor]:
 def fold_input_normalization(head: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
     """Make a head trained on (x - mean) / std take raw features x, exactly (in eval mode).
 
-    Heads begin with `embed = Sequential(Dropout, Linear(D, hidden), ...)`: W z + b with
-    z = (x - mean) / std equals (W / std) x + (b - (W / std) mean).
+    A head's `embed` (heads.FrameEmbed) starts each input stream with a Linear: W z + b with
+    z = (x - mean) / std equals (W / std) x + (b - (W / std) mean), folded over the dimensions that
+    Linear reads (`per_frame` reads only the appearance part).
     """
-    linear = next((m for m in getattr(head, "embed", []) if isinstance(m, torch.nn.Linear)), None)
-    if linear is None or linear.in_features != mean.numel():
-        raise TypeError(f"{type(head).__name__}: no input Linear(D={mean.numel()}, ...) in head.embed to fold into")
+    embed = getattr(head, "embed", None)
+    if embed is None or not hasattr(embed, "input_linears"):
+        raise TypeError(f"{type(head).__name__}: no FrameEmbed to fold the input normalisation into")
     with torch.no_grad():
-        w = linear.weight / std.to(linear.weight)[None, :]          # (hidden, D)
-        linear.bias -= w @ mean.to(w)
-        linear.weight.copy_(w)
+        for linear, dims in embed.input_linears():
+            m, s = mean[dims], std[dims]
+            if linear.in_features != m.numel():
+                raise TypeError(f"{type(head).__name__}: Linear({linear.in_features}, ...) does not read "
+                                f"dimensions {dims.start}..{dims.stop} of {mean.numel()}-d features")
+            w = linear.weight / s.to(linear.weight)[None, :]                # (hidden, dims)
+            linear.bias -= w @ m.to(w)
+            linear.weight.copy_(w)
 
 
 class FeatureStore:
     """Per-clip `(T, D)` features of one encoder, stored under `root/<encoder identity>/`."""
 
     def __init__(self, root: str | Path, encoder: torch.nn.Module, *, device: str | torch.device = "cpu",
-                 batch_frames: int = 128, dtype: np.dtype = np.float32):
+                 batch_frames: int = 128, dtype: np.dtype = np.float32, motion: torch.nn.Module | None = None):
         self.encoder = encoder
+        self.motion = motion
         self.device = torch.device(device)
         self.batch_frames = batch_frames
         self.dtype = np.dtype(dtype)
-        self.dir = Path(root) / encoder_identity(encoder)
+        stream = f"+{motion.cache_id()}" if motion is not None else ""
+        self.dir = Path(root) / f"{encoder_identity(encoder)}{stream}"
         self.encoded_frames = 0     # frames this store has pushed through the encoder (for logs/tests)
 
     def entry_path(self, path: str, sampling: SamplingConfig, *, size: int, view: int) -> Path:
@@ -141,12 +151,17 @@ class FeatureStore:
                 for start in range(0, len(x), self.batch_frames):
                     batch = x[start:start + self.batch_frames].to(self.device)   # (n, 3, S, S)
                     chunks.append(enc(batch).float().cpu())                      # (n, D)
-            feats = torch.cat(chunks).numpy()
+            feats = torch.cat(chunks)                                            # (sum valid, D)
             self.encoded_frames += len(feats)
             offset = 0
             for i, valid, mask in pending:
-                clip_feats = np.zeros((len(mask), feats.shape[1]), self.dtype)   # (T, D)
-                clip_feats[mask] = feats[offset:offset + len(valid)]
+                clip = feats[offset:offset + len(valid)]                         # (valid, D)
+                if self.motion is not None:   # valid steps are a prefix: frames t-1, t are neighbours
+                    with torch.inference_mode():
+                        moved = self.motion(x[offset:offset + len(valid)][None].to(self.device))
+                    clip = torch.cat([clip, moved[0].float().cpu()], dim=1)      # (valid, D + M)
+                clip_feats = np.zeros((len(mask), clip.shape[1]), self.dtype)    # (T, D + M)
+                clip_feats[mask] = clip.numpy()
                 offset += len(valid)
                 ref = refs[i]
                 atomic_save_npz(self.entry_path(ref.path, sampling, size=size, view=ref.view),

@@ -93,13 +93,12 @@ def save_bundles(out: Path, data: "Data", runs: dict[str, list["HeadRun"]], conf
                  metrics: dict) -> None:
     """models/<head>/: the seed with the best validation accuracy, as a bundle."""
     from videoseq.bundle import save_bundle
-    from videoseq.models import VideoClassifier
+    from videoseq.compare import whole_model
 
     for head, rs in runs.items():
         m = metrics["models"][head]
         run = next(r for r in rs if r.seed == m["best_seed"])
-        model = run.model if config.train.mode == "finetune" else VideoClassifier(data.encoder, run.model)
-        model = model.cpu().eval()
+        model = whole_model(data, config, run.model).cpu().eval()
         bundle_metrics = {"head": head, "seed": run.seed, "val_accuracy": m["val_accuracy"],
                           "test_accuracy": M.accuracy(run.test.labels, run.test.logits.argmax(1)),
                           "best_epoch": run.fit.best_epoch, "classes": data.classes}
