@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from media import truncate, write_empty, write_h264, write_opencv, write_text
 from test_bundle import _edit_config, _Payload, make_bundle
 
 from videoseq.bundle import load_bundle
+from videoseq.cache import FrameCache
 from videoseq.cli import main
 from videoseq.predict import FailedInput, Prediction, classify_paths
 
@@ -108,8 +112,9 @@ def test_capture_threads_are_per_thread_and_validated(videos) -> None:
 
 def test_side_by_side_decodes_split_ffmpeg_threads_and_inference_threads_are_restored(
         videos, lstm, caplog) -> None:
-    """Several files: each of the 2 workers' captures gets DECODE_THREADS // 2 FFmpeg threads; a lone
-    file keeps them all. The inference workers' torch setting never leaks to the caller."""
+    """Several files: they decode in worker processes, each of the 2 workers' captures with
+    DECODE_THREADS // 2 FFmpeg threads; a lone file decodes here (no process start-up) with them all.
+    The inference workers' torch setting never leaks to the caller."""
     import logging
     import threading
 
@@ -130,7 +135,8 @@ def test_side_by_side_decodes_split_ffmpeg_threads_and_inference_threads_are_res
     thread.join()
     assert later == [2]
     assert len(shared) == 2 and all(f"with {max(1, DECODE_THREADS // 2)} FFmpeg" in m for m in shared)
-    assert len(lone) == 1 and f"with {DECODE_THREADS} FFmpeg" in lone[0]
+    assert all("in worker process" in m and f"process {os.getpid()} " not in m for m in shared)
+    assert len(lone) == 1 and f"with {DECODE_THREADS} FFmpeg" in lone[0] and "in this process" in lone[0]
     cores = len(os.sched_getaffinity(0))
     assert inference_threads(2) == max(1, cores // 2 - 1) and inference_threads(cores + 5) == 1
 
@@ -155,6 +161,66 @@ def test_failures_keep_their_place_and_the_rest_still_run(videos, lstm, tmp_path
     assert [type(r) for r in results] == [Prediction, FailedInput, Prediction, FailedInput, Prediction]
     assert [r.path for r in results] == [str(p) for p in paths]
     assert "not a video" in results[1].error and str(bad) not in results[1].error
+
+
+class _SegfaultsOn(FrameCache):
+    """A frame cache whose decode kills its process for one file, as a decoder segfault would."""
+
+    def __init__(self, root: Path, fatal: str):
+        super().__init__(root)
+        self.fatal = fatal
+
+    def load_or_extract(self, path, sampling, *, size, view=0):
+        if Path(path).name == self.fatal:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().load_or_extract(path, sampling, size=size, view=view)
+
+
+def test_a_decoder_process_that_dies_costs_only_its_file(videos, lstm, tmp_path) -> None:
+    paths = [str(videos[k]) for k in ("v0", "v1", "v2", "v3", "h264")]
+    cache = _SegfaultsOn(tmp_path / "frames", fatal="v1.mp4")
+    results = list(classify_paths(paths + [paths[1]], lstm, workers=2, cache=cache))
+    assert [r.path for r in results] == paths + [paths[1]]
+    assert [type(r) for r in results] == [Prediction, FailedInput, Prediction, Prediction, Prediction, FailedInput]
+    assert results[1].error == "the decoder crashed (worker process died (exit code -11))"
+    clean = list(classify_paths(paths, lstm, workers=2))         # the others: exactly as without a crash
+    assert all(r.probs == c.probs for r, c in zip(results, clean) if isinstance(r, Prediction))
+
+
+def _raises_unpicklable(x: int) -> int:
+    if x == 1:
+        raise _Unpicklable(threading.Lock())
+    return x * 10
+
+
+class _Unpicklable(Exception):
+    pass
+
+
+def test_process_stream_returns_errors_as_text_and_stops_early() -> None:
+    from videoseq.pool import JobError, ProcessStream
+
+    with ProcessStream(workers=2) as stream:
+        futures = [stream.submit(_raises_unpicklable, x) for x in range(4)]
+        results = [f.result(timeout=60) for f in futures]
+    assert results[0] == 0 and results[2:] == [20, 30]
+    assert isinstance(results[1], JobError) and results[1].reason.startswith("_Unpicklable: <unlocked")
+    stream = ProcessStream(workers=1)                                 # shut down with jobs queued
+    futures = [stream.submit(time.sleep, 0.2) for _ in range(20)]
+    started = time.monotonic()
+    stream.shutdown(cancel=True)
+    assert time.monotonic() - started < 5 and sum(f.cancelled() for f in futures) >= 15
+
+
+def test_workers_that_die_on_start_up_are_an_error_not_crashed_files(tmp_path) -> None:
+    """A script without `if __name__ == '__main__':` re-runs itself in each worker: say so, once."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from videoseq.pool import ProcessStream\n"
+                      "with ProcessStream(workers=1) as s:\n"
+                      "    print(s.submit(abs, -1).result())\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode != 0 and "WorkersUnavailable" in proc.stderr
+    assert "if __name__ == '__main__':" in proc.stderr
 
 
 BAD_INPUTS = [  # (make the input in tmp, expected reason on stderr)

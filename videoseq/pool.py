@@ -6,13 +6,21 @@
 that dies outright (a decoder segfault, the OOM killer) breaks the pool: the jobs it left unfinished
 are then retried one at a time in a fresh single-worker pool, so only the file that kills its worker
 again is reported, as a `JobCrash` in its place of the result list.
+
+For a stream of jobs whose results are wanted as they come (predict.py's decoders), `ProcessStream`
+keeps `workers` long-lived processes and hands each one job at a time, so a worker that dies is
+blamed for exactly the job it held (that job's Future gets a `JobCrash`) and replaced; the other
+jobs run on undisturbed.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import connection
 from typing import Any, Callable, NamedTuple, Sequence
 
 from tqdm import tqdm
@@ -24,6 +32,18 @@ PRELOAD = ("videoseq.video", "videoseq.dataset", "videoseq.cache")   # imported 
 
 class JobCrash(NamedTuple):
     reason: str          # e.g. "worker process died (exit code -11)"
+
+
+class JobError(NamedTuple):
+    reason: str          # ProcessStream: what `fn` raised, one line of text (exceptions may not pickle)
+
+
+class WorkersUnavailable(RuntimeError):
+    """Worker processes die before they can run anything: every job would look like a crash."""
+
+
+NO_WORKERS = ("worker processes die on start-up; a script that runs videoseq work in processes needs "
+              "`if __name__ == '__main__':` around its top-level code (worker processes re-import it)")
 
 
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int, progress: bool = False,
@@ -73,10 +93,7 @@ def _require_working_workers() -> None:
     results: list[Any] = [None]
     with tqdm(disable=True) as bar:
         if _run_pool(_ping, [()], [0], 1, results, bar):
-            raise RuntimeError(
-                "worker processes die on start-up; a script that runs videoseq work in processes needs "
-                "`if __name__ == '__main__':` around its top-level code (worker processes re-import "
-                "it), or pass workers=0")
+            raise WorkersUnavailable(f"{NO_WORKERS}, or pass workers=0")
 
 
 def _run_pool(fn: Callable[..., Any], jobs: Sequence[tuple], todo: Sequence[int], workers: int,
@@ -106,3 +123,167 @@ def _run_pool(fn: Callable[..., Any], jobs: Sequence[tuple], todo: Sequence[int]
                     unfinished.remove(i)
             return unfinished
     return []
+
+
+# --- a stream of jobs on long-lived workers ------------------------------------------------------
+
+class ProcessStream:
+    """`submit(fn, *args)` -> Future of `fn(*args)`, run in one of `workers` long-lived worker processes
+    (an Executor's `submit`; `fn` travels by reference, so it must be a module-level function).
+
+        with ProcessStream(workers=2) as stream:
+            futures = [stream.submit(decode_one, path) for path in paths]
+
+    A Future's result is `fn`'s return value, a `JobError` if `fn` raised, or a `JobCrash` if its
+    worker died on it (that worker is then replaced; the other jobs are unaffected). A dispatcher
+    thread feeds the workers and collects their results, so they keep working while the caller is
+    busy; callers bound how many jobs they leave in flight. Workers start on the first jobs (no
+    waiting in `submit`) and are forked from the fork server (`_context`). If workers die before
+    running anything, every Future raises `WorkersUnavailable`.
+    """
+
+    def __init__(self, *, workers: int):
+        self._workers = max(1, workers)
+        self._queue: deque[tuple[tuple, Future]] = deque()
+        self._lock = threading.Lock()
+        self._closing = self._cancel = False
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._thread = threading.Thread(target=self._dispatch, name="process-stream", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("ProcessStream: submit after shutdown")
+            self._queue.append(((fn, args), future))
+        self._wake_w.send_bytes(b"j")
+        return future
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        """Stop after the submitted jobs (`cancel`: drop the queued ones, kill the busy workers)."""
+        with self._lock:
+            self._closing, self._cancel = True, cancel
+        self._wake_w.send_bytes(b"s")
+        self._thread.join()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> "ProcessStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(cancel=exc[0] is not None)
+
+    def _dispatch(self) -> None:
+        idle: list[_Worker] = []
+        busy: dict[_Worker, tuple[Future, tuple]] = {}
+        todo: list[tuple[tuple, Future]] = []
+        try:
+            while True:
+                with self._lock:
+                    if self._cancel:
+                        for _, future in self._queue:
+                            future.cancel()
+                        self._queue.clear()
+                        for worker, (future, _) in busy.items():
+                            worker.kill()
+                            future.set_result(JobCrash("cancelled"))
+                        busy.clear()
+                    if self._closing and not self._queue and not busy:
+                        break
+                    todo = [self._queue.popleft() for _ in range(min(len(self._queue), self._workers - len(busy)))]
+                for job, future in todo:
+                    if future.set_running_or_notify_cancel():
+                        while idle and not idle[-1].process.is_alive():
+                            idle.pop().kill()    # died between jobs: nothing to blame it on
+                        worker = idle.pop() if idle else _Worker()
+                        worker.conn.send(job)
+                        busy[worker] = (future, job)
+                watched = [self._wake_r, *(w.conn for w in busy), *(w.process.sentinel for w in busy)]
+                ready = set(connection.wait(watched))
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+                for worker in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
+                    future, (fn, args) = busy.pop(worker)
+                    result = worker.receive()
+                    if isinstance(result, JobCrash):
+                        log.warning("worker process %d died in %s%r", worker.process.pid,
+                                    getattr(fn, "__name__", "a job"), args[:1])
+                    else:
+                        idle.append(worker)
+                    future.set_result(result)
+        except BaseException as e:  # noqa: BLE001  no Future may be left waiting forever
+            with self._lock:
+                left = [f for _, f in [*todo, *self._queue]] + [f for f, _ in busy.values()]
+                self._queue.clear()
+                self._closing = True
+            for future in left:
+                if not future.done():
+                    future.set_exception(e)
+            for worker in busy:
+                worker.kill()
+        finally:
+            for worker in idle:
+                worker.stop()
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe; started and ready when constructed."""
+
+    def __init__(self) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        self.process = _context().Process(target=_serve, args=(child,), daemon=True,
+                                          name="videoseq-worker")
+        self.process.start()
+        child.close()                        # ours closed: the pipe reports EOF when the worker dies
+        connection.wait([self.conn, self.process.sentinel])
+        try:
+            self.conn.recv()                 # the worker's "ready"
+        except (EOFError, OSError):
+            self.process.join()
+            raise WorkersUnavailable(f"{NO_WORKERS} (exit code {self.process.exitcode})") from None
+
+    def receive(self) -> Any:
+        """The job's result, or a JobCrash when the worker died instead of answering."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join()
+            self.conn.close()
+            return JobCrash(f"worker process died (exit code {self.process.exitcode})")
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.kill()
+        self.conn.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def _serve(conn: connection.Connection) -> None:
+    """A worker process: run the (fn, args) jobs that arrive, one at a time, until None or EOF."""
+    conn.send("ready")
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        fn, args = job
+        try:
+            result = fn(*args)
+        except Exception as e:  # noqa: BLE001  sent back as text: the exception may not pickle
+            result = JobError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        try:
+            conn.send(result)
+        except Exception as e:  # noqa: BLE001  pickling fails before anything is written
+            conn.send(JobError(f"result cannot be sent back ({type(e).__name__}: {e})"))

@@ -4,11 +4,14 @@
     for result in classify_paths(["a.mp4", "b.mp4"], bundle):
         print(result.path, result.label if isinstance(result, Prediction) else result.error)
 
-Decoding runs in a small thread pool ahead of inference (OpenCV releases the GIL while decoding), with
-a bounded number of clips in flight, so memory stays flat over any number of files. Results come back
-in input order as soon as each is ready.
+Decoding runs ahead of inference with a bounded number of clips in flight, so memory stays flat over
+any number of files. Results come back in input order as soon as each is ready. Several files decode
+in `workers` worker processes (pool.ProcessStream, forked from the fork server): they decode during
+the whole start-up, while this process imports torch and loads the model (decode threads waited for
+the GIL then), and a file that kills its decoder (a segfault, the OOM killer) is reported as one
+failure while the others still run. A single file decodes in a thread: no process start-up.
 
-Cores: `workers` decode threads feed `workers` inference threads, batches predicted side by side
+Cores: `workers` decoders feed `workers` inference threads, batches predicted side by side
 and yielded in order. The parallelism of many files comes from these workers, so while neighbours
 decode alongside, each capture gets `DECODE_THREADS // workers` FFmpeg threads (a lone file keeps all
 of them), and each inference worker `inference_threads(workers)` torch threads (1 on 2 cores): on a
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from videoseq.errors import VideoseqError
+from videoseq.pool import JobCrash, JobError, ProcessStream
 
 if TYPE_CHECKING:
     from videoseq.bundle import Bundle
@@ -194,16 +198,19 @@ def load_bundles_async(paths: Sequence[str | Path], *, device: str = "cpu") -> t
 def iter_clips(paths: Iterable[str | Path], sampling: Sampling, *, workers: int = 2,
                cache: "FrameCache | None" = None, prefetch: int = 8
                ) -> Iterator[tuple[str, "Clip | str", float]]:
-    """(path, clip or error reason, decode seconds) per path, in order, decoding ahead in threads."""
+    """(path, clip or error reason, decode seconds) per path, in order, decoding ahead: in `workers`
+    processes when there are several paths, else in a thread. At most `prefetch` clips in flight."""
     inflight: deque[tuple[str, Future]] = deque()
     paths = iter(paths)
     first = list(itertools.islice(paths, 2))
     shared = len(first) > 1 and workers > 1      # captures decode side by side: split FFmpeg's threads
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+    pool = ProcessStream(workers=workers) if len(first) > 1 \
+        else ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+    with pool:
         try:
             for path in itertools.chain(first, paths):
                 path = str(path)
-                inflight.append((path, pool.submit(_decode, path, sampling, cache,
+                inflight.append((path, pool.submit(_decode_job, path, sampling, cache,
                                                    workers if shared else 1)))
                 if len(inflight) >= prefetch:
                     yield _result(*inflight.popleft())
@@ -303,15 +310,32 @@ def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str]
 
 # --- internals -----------------------------------------------------------------------------------
 
-def _decode(path: str, sampling: Sampling, cache: "FrameCache | None",
-            side_by_side: int) -> tuple["Clip", float]:
-    """One clip, decoded in a worker thread while `side_by_side` - 1 other workers decode too."""
+class Decoded(NamedTuple):
+    clip: "Clip"
+    seconds: float
+    threads: int                   # FFmpeg threads of its capture
+    pid: int                       # the process that decoded it
+
+
+def _decode_job(path: str, sampling: Sampling, cache: "FrameCache | None",
+                side_by_side: int) -> Decoded | str:
+    """One clip, decoded in a worker (process or thread) while `side_by_side` - 1 others decode too;
+    or the one-line reason it cannot be (a string survives pickling, an exception may not)."""
+    try:
+        return _decode(path, sampling, cache, side_by_side)
+    except VideoseqError as e:
+        return _strip_path(getattr(e, "reason", None) or str(e), path)
+    except Exception as e:  # noqa: BLE001  one odd file must not end a run over thousands
+        log.debug("unexpected error decoding %s", path, exc_info=True)
+        return f"cannot decode ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_side: int) -> Decoded:
     from videoseq import decode
 
     started = time.perf_counter()
     threads = max(1, decode.DECODE_THREADS // side_by_side)
     decode.set_capture_threads(threads)
-    log.debug("decoding %s with %d FFmpeg thread(s)", path, threads)
     if cache is not None:
         from videoseq.config import SamplingConfig
         config = SamplingConfig(frames=sampling.frames, size=sampling.size, short=sampling.short)
@@ -320,7 +344,7 @@ def _decode(path: str, sampling: Sampling, cache: "FrameCache | None",
         from videoseq.video import read_frames
         clip = read_frames(path, count=sampling.frames, size=sampling.size, mode="uniform",
                            short=sampling.short)
-    return clip, time.perf_counter() - started
+    return Decoded(clip, time.perf_counter() - started, threads, os.getpid())
 
 
 def _sampling_of(bundle: "Bundle") -> Sampling:
@@ -337,15 +361,16 @@ def _check_same_sampling(bundles: list["Bundle"]) -> list["Bundle"]:
 
 
 def _result(path: str, future: Future) -> tuple[str, "Clip | str", float]:
-    try:
-        clip, seconds = future.result()
-    except VideoseqError as e:
-        reason = getattr(e, "reason", None) or str(e)
-        return path, _strip_path(reason, path), 0.0
-    except Exception as e:  # noqa: BLE001  one odd file must not end a run over thousands
-        log.debug("unexpected error decoding %s", path, exc_info=True)
-        return path, f"cannot decode ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", 0.0
-    return path, clip, seconds
+    done = future.result()           # WorkersUnavailable (processes cannot start at all) propagates
+    if isinstance(done, JobCrash):
+        return path, f"the decoder crashed ({done.reason})", 0.0
+    if isinstance(done, JobError):
+        return path, f"cannot decode ({done.reason})", 0.0
+    if isinstance(done, str):
+        return path, done, 0.0
+    where = "this process" if done.pid == os.getpid() else f"worker process {done.pid}"
+    log.debug("decoded %s in %s with %d FFmpeg thread(s)", path, where, done.threads)
+    return path, done.clip, done.seconds
 
 
 def _take(item: "Future | list[list[Result]]") -> list[list[Result]]:
