@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, NamedTuple, Sequence
 
 from tqdm import tqdm
@@ -269,7 +271,9 @@ class _Worker:
 
 
 def _serve(conn: connection.Connection) -> None:
-    """A worker process: run the (fn, args) jobs that arrive, one at a time, until None or EOF."""
+    """A worker process: run the (fn, args) jobs that arrive, one at a time, until None or EOF.
+    Ctrl-C is the parent's to handle (it stops or kills its workers); a gone parent ends the loop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn.send("ready")
     while True:
         try:
@@ -284,6 +288,10 @@ def _serve(conn: connection.Connection) -> None:
         except Exception as e:  # noqa: BLE001  sent back as text: the exception may not pickle
             result = JobError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         try:
-            conn.send(result)
-        except Exception as e:  # noqa: BLE001  pickling fails before anything is written
-            conn.send(JobError(f"result cannot be sent back ({type(e).__name__}: {e})"))
+            payload = ForkingPickler.dumps(result)        # what conn.send would write
+        except Exception as e:  # noqa: BLE001
+            payload = ForkingPickler.dumps(JobError(f"result cannot be sent back ({type(e).__name__}: {e})"))
+        try:
+            conn.send_bytes(payload)
+        except OSError:                                    # the parent is gone
+            return
