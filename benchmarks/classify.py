@@ -303,13 +303,15 @@ Every pair:
   The fork server and each worker add ~50 MiB RSS (mostly OpenCV's libraries, shared pages); the
   RSS columns are the largest process (the call). CPU columns include the workers (the probe is a
   child subreaper that reaps the fork server's tree).
-- Threads vs processes, paired (`--before` a copy of the tree with the thread-decoding
-  `predict.py`/`pool.py`, run right after each new call, autogroup nice -10, load 4.0-5.4, 8 pairs):
-  wall faster with processes in 6 of 8 pairs; median 8.66 s vs 8.90 s; ratio to extraction median
-  1.33x vs 1.46x (after: 1.41 1.35 1.24 1.54 1.52 1.29 1.30 1.06; before: 1.46 1.19 1.60 1.56 1.46
-  1.50 1.42 1.15). CPU unchanged (12.3-16.7 s vs 12.5-15.2 s in the 4 pairs measured with the
-  subreaper probe). The 1.2x target was met in 1 pair of 8 either way: a small gain (~3% median
-  wall) against run-to-run noise of +-15%; kept for it and for the crash isolation.
+- Threads vs processes, paired (`--clips-only --before` a copy of the tree with the thread-decoding
+  `predict.py`/`pool.py`, run right after each new call, autogroup nice -10, 12 pairs at load
+  2.5-5.4): processes faster in 9 of 12 pairs; median wall 8.62 s vs 8.92 s; median ratio to the
+  extraction 1.33x vs 1.39x (after: 1.41 1.35 1.24 1.54 1.52 1.29 1.30 1.06 1.03 1.35 1.21 1.35;
+  before: 1.46 1.19 1.60 1.56 1.46 1.50 1.42 1.15 1.32 1.33 1.24 1.36). CPU unchanged (12.3-18.2 s
+  vs 12.5-16.1 s in the 8 pairs measured with the subreaper probe). The 1.2x target was met in 2
+  pairs of 12 either way (after: 1.03x and 1.06x; best of a `--clips-only` run at load 2.5-3.7:
+  1.18x): a small gain (~3% median wall) against run-to-run noise of +-15%; kept for it and for
+  the crash isolation.
 - The CPU floor: decode ~6.4 s + inference ~4.6 s + import ~2.3 s = ~13.3 s, against 2 cores x 1.2 x
   the extraction's ~6.4 s = ~15.4 s: the 1.2x target leaves ~13% slack on an idle 2-core machine and
   none on a shared one. With other sessions busy, Linux's autogroup scheduler gives each session an
