@@ -32,7 +32,8 @@ from videoseq.dataset import scan_dataset  # noqa: E402
 from videoseq.encoders import build_encoder  # noqa: E402
 from videoseq.features import FeatureStore  # noqa: E402
 from videoseq.heads import build_head  # noqa: E402
-from videoseq.models import build_model  # noqa: E402
+from videoseq.models import build_model, feature_dims  # noqa: E402
+from videoseq.motion import build_motion  # noqa: E402
 from videoseq.synthetic import generate_dataset  # noqa: E402
 from videoseq.train import make_optimizer, train_one_epoch, warmup_cosine  # noqa: E402
 
@@ -113,12 +114,14 @@ def main() -> None:
                                             epochs=args.epochs, rounds=args.rounds)
         out["finetune"]["clips"] = len(train)
 
-        store = FeatureStore(Path(tmp) / "cache" / "features", enc.freeze())
+        motion = build_motion(cfg.model.motion)          # as compare caches it, with the features
+        store = FeatureStore(Path(tmp) / "cache" / "features", enc.freeze(), motion=motion)
         split = store.load_split(train, cache, cfg.sampling, size=size, views=1, classes=index.classes)
         feats = FeatureBatches(split, batch_size=cfg.train.batch_size, shuffle=True)
         torch.set_num_threads(1)       # as compare trains heads on features
         out["frozen"] = compare_pipelines(
-            lambda: build_head("lstm", enc.out_dim, len(index.classes), hidden=cfg.model.hidden),
+            lambda: build_head("lstm", feature_dims(enc, motion)[0], len(index.classes), hidden=cfg.model.hidden,
+                               motion_dim=feature_dims(enc, motion)[1]),
             feats, epochs=args.epochs * 5, rounds=args.rounds)
         torch.set_num_threads(out["torch_threads"])
     out["encoder_frames_per_s"] = {"small_cnn@64": encoder_fps("small_cnn"),

@@ -264,8 +264,8 @@ def train_bundle(root_or_index, dest: str | Path, config: Config, *, head: str, 
               "mean_class_accuracy": M.mean_class_accuracy(y, pred, len(data.classes)),
               "best_epoch": run.fit.best_epoch, "epochs": len(run.fit.history),
               "train_seconds": run.fit.seconds, "classes": data.classes}
-    save_bundle(dest, model=whole_model(data, config, run.model).cpu().eval(), head=head, config=config, classes=data.classes,
-                metrics=result)
+    save_bundle(dest, model=whole_model(data, config, run.model).cpu().eval(), head=head, config=config,
+                classes=data.classes, metrics=result)
     shutil.rmtree(work, ignore_errors=True)
     emit("report", 1.0)
     return result

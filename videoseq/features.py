@@ -8,8 +8,8 @@ An entry is keyed by (video content digest, sampling parameters, frame size, vie
 encoder's identity: `encoder.cache_id()` plus a digest of its weights, so two randomly initialised
 encoders never share features. With a motion stream (motion.py) each entry holds the encoder's D
 features followed by the motion stream's M per step, computed from the same frames in the same pass,
-and the folder name says which stream it is. Entries are `.npz` files written atomically: a run killed while
-computing features leaves only whole entries, and a rerun encodes only what is missing.
+and the folder name says which stream it is. Entries are `.npz` files written atomically: a run
+killed while computing features leaves only whole entries, and a rerun encodes only what is missing.
 """
 from __future__ import annotations
 
