@@ -102,6 +102,23 @@ def test_a_video_that_breaks_at_extraction_fails_its_own_task_only(tiny_dataset,
         assert runs["extract-cut.avi"].run_count == 1            # bad input is not retried
 
 
+def test_extraction_tasks_enforce_min_frames_on_the_decoded_count(tiny_dataset, tmp_path):
+    """scan judges by packet count; the extraction task is where a too-short video is caught."""
+    from flows.pipeline import extract_videos
+    from videoseq.video import probe
+
+    good = sorted(str(p) for p in (tiny_dataset / "test").rglob("*.avi"))
+    shortest = min(probe(p, count_frames=True).num_frames for p in good)
+    sampling = {"frames": 6, "size": 32, "short": "repeat", "train_views": 1}
+    fine = extract_videos(good[:2], [1, 1], sampling, 32, str(tmp_path / "a"), min_frames=shortest)
+    assert sorted(fine["extracted"]) == good[:2] and fine["failed"] == []
+    outcome = extract_videos(good, [1] * len(good), sampling, 32, str(tmp_path / "b"),
+                             min_frames=10_000)
+    failed = dict(outcome["failed"])
+    assert outcome["extracted"] == [] and set(failed) == set(good)
+    assert all(reason.startswith("too short") for reason in failed.values()), failed
+
+
 def test_pipeline_on_a_two_worker_dask_cluster(tiny_dataset, tiny_config, tmp_path):
     from flows.pipeline import pipeline
 
