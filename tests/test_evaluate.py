@@ -13,7 +13,8 @@ from test_bundle import CLASSES, make_bundle
 from videoseq.bundle import load_bundle
 from videoseq.cache import FrameCache, default_cache_dir
 from videoseq.cli import main
-from videoseq.predict import classify_paths, evaluate_paths
+from videoseq.evaluation import evaluate_paths
+from videoseq.predict import classify_paths
 
 
 @pytest.fixture(scope="module")

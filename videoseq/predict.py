@@ -263,51 +263,6 @@ def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int 
     return np.concatenate(probs_out), np.concatenate(steps_out)
 
 
-class Evaluation(NamedTuple):
-    head: str
-    classes: list[str]
-    n: int                                 # videos predicted (failures excluded)
-    accuracy: float
-    accuracy_ci95: tuple[float, float]     # Wilson interval
-    mean_class_accuracy: float
-    confusion: np.ndarray                  # (C, C) int: row = true class, column = predicted
-    predictions: list[Prediction]
-    failed: list[FailedInput]
-
-    def to_json(self) -> dict:
-        return {"head": self.head, "classes": self.classes, "n": self.n, "accuracy": self.accuracy,
-                "accuracy_ci95": list(self.accuracy_ci95),
-                "mean_class_accuracy": self.mean_class_accuracy, "confusion": self.confusion.tolist(),
-                "failed": [f.to_json() for f in self.failed]}
-
-
-def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str], *,
-                   batch_size: int = 1, workers: int = 2,
-                   cache: "FrameCache | None" = None) -> Evaluation:
-    """Predict labelled videos through `classify_paths` and score them (metrics.py)."""
-    from videoseq.metrics import confusion_matrix, mean_class_accuracy, wilson_interval
-
-    unknown = sorted(set(labels) - set(bundle.classes))
-    if unknown:
-        raise VideoseqError(f"{bundle.path}: the model does not know class {unknown[0]!r} "
-                            f"(it has: {', '.join(bundle.classes)})")
-    label_of = dict(zip(map(str, paths), labels))
-    predictions, failed = [], []
-    for result in classify_paths(paths, bundle, batch_size=batch_size, workers=workers, cache=cache):
-        (predictions if isinstance(result, Prediction) else failed).append(result)
-    index = {c: i for i, c in enumerate(bundle.classes)}
-    y = np.array([index[label_of[p.path]] for p in predictions], dtype=np.int64)     # (N,)
-    pred = np.array([index[p.label] for p in predictions], dtype=np.int64)           # (N,)
-    correct = int((y == pred).sum())
-    n = len(predictions)
-    return Evaluation(head=bundle.head, classes=list(bundle.classes), n=n,
-                      accuracy=correct / n if n else float("nan"),
-                      accuracy_ci95=wilson_interval(correct, n),
-                      mean_class_accuracy=mean_class_accuracy(y, pred, len(bundle.classes)),
-                      confusion=confusion_matrix(y, pred, len(bundle.classes)),
-                      predictions=predictions, failed=failed)
-
-
 # --- internals -----------------------------------------------------------------------------------
 
 class Decoded(NamedTuple):

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from videoseq.cache import FrameCache, default_cache_dir
     from videoseq.dataset import scan_dataset
     from videoseq.errors import DatasetError
-    from videoseq.predict import evaluate_paths
+    from videoseq.evaluation import evaluate_paths
 
     bundle = load_bundle(args.bundle, device=args.device)
     index = scan_dataset(args.root, bundle.config.data, workers=args.workers)
