@@ -79,12 +79,9 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
     views = max(1, config.sampling.train_views)
     cache_dir = Path(default_cache_dir(config.runtime))
     frame_cache = FrameCache(cache_dir / "frames")
-    report = extract_dataset(index, frame_cache, config.sampling, size=size, views=views,
-                             workers=config.runtime.workers, progress=progress)
-    failed = {e.path for e in index.skipped()}
-    for path, reason in report.failed:
-        if path not in failed:
-            index.mark_failed(path, reason)
+    # marks every video that fails to decode (or falls below min_frames) as skipped, with its reason
+    extract_dataset(index, frame_cache, config.sampling, size=size, views=views,
+                    workers=config.runtime.workers, progress=progress)
     emit("extract", 1.0)
     classes = list(index.classes)
     splits = {s: index.ok(s) for s in ("train", "val", "test")}
