@@ -111,7 +111,6 @@ class TemporalHead(nn.Module):
         self.in_dim, self.num_classes, self.hidden = in_dim, num_classes, hidden
         self.layers, self.dropout, self.bidirectional = layers, dropout, bidirectional
         self.motion_dim = motion_dim
-        self.read_dim = in_dim if self.reads_motion else in_dim - motion_dim   # dims `embed` takes
         self.embed = FrameEmbed(in_dim - motion_dim, motion_dim if self.reads_motion else 0,
                                 hidden=hidden, dropout=dropout, stream_dropout=stream_dropout)
 
