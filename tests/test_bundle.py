@@ -52,7 +52,7 @@ def _edit_config(bundle: Path, **changes) -> None:
 
 
 def test_round_trip_rebuilds_the_same_model(bundle_dir: Path) -> None:
-    from videoseq.models import build_model
+    from videoseq.models import build_model, fold_batchnorm
 
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["config.json", "metrics.json", "model.pt"]
     assert [p.name for p in bundle_dir.parent.iterdir()] == ["bundle"]  # no temp folders left
@@ -70,7 +70,11 @@ def test_round_trip_rebuilds_the_same_model(bundle_dir: Path) -> None:
     x = torch.randn(2, 4, 3, 32, 32)                            # (B, T, 3, S, S)
     mask = torch.ones(2, 4, dtype=torch.bool)
     with torch.inference_mode():
-        assert torch.equal(bundle.model(x, mask), original(x, mask))  # (B, C)
+        unfolded = original(x, mask)                                # (B, C)
+        assert fold_batchnorm(original) == 4                        # small_cnn: 4 conv-BN blocks
+        assert torch.equal(bundle.model(x, mask), original(x, mask))
+        torch.testing.assert_close(bundle.model(x, mask), unfolded, atol=1e-6, rtol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bundle.model.modules())
     state = torch.load(bundle_dir / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 

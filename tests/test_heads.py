@@ -76,6 +76,19 @@ def test_last_step_belief_is_the_video_prediction(name, bidirectional):
     torch.testing.assert_close(steps[:, -1], F.log_softmax(head(x, mask), -1), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", HEADS)
+def test_forward_and_steps_is_forward_and_forward_steps_bit_for_bit(name, bidirectional):
+    """classify computes both from one pass; the results must not change by a bit."""
+    head = make(name, bidirectional=bidirectional, motion_dim=4)
+    x, mask = padded_batch()
+    with torch.inference_mode():
+        logits, steps = head.forward_and_steps(x, mask)
+        assert torch.equal(logits, head(x, mask)) and torch.equal(steps, head.forward_steps(x, mask))
+        logits, steps = head.forward_and_steps(x)              # mask=None: every step valid
+        assert torch.equal(logits, head(x)) and torch.equal(steps, head.forward_steps(x))
+
+
 @pytest.mark.parametrize("name", HEADS)
 def test_forward_steps_are_causal(name):
     head = make(name)

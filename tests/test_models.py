@@ -144,3 +144,28 @@ def test_only_temporal_heads_read_the_motion_stream(head, clips):
         other[..., -model.motion.out_dim:] = torch.randn_like(other[..., -model.motion.out_dim:])
         same = torch.equal(model.forward_head(feats, mask), model.forward_head(other, mask))
     assert same == (head == "per_frame")
+
+
+@pytest.mark.parametrize("encoder", ["small_cnn", "efficientnet_lite0", "mobilenet_v3_small"])
+def test_fold_batchnorm_folds_every_conv_bn_pair_and_keeps_the_function(encoder, clips):
+    """load_bundle folds BatchNorm into the convolutions (inference speed): every pair, found in
+    nn.Sequential blocks or named by `conv_bn_pairs` (Lite0's MBConv), and the output is unchanged."""
+    from videoseq.models import fold_batchnorm
+
+    x, _ = clips
+    torch.manual_seed(0)
+    enc = build_encoder(encoder, input_size=32).eval()
+    for m in enc.modules():   # running statistics that are not the identity, so folding matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.8, 1.25)
+    frames = x[0]                                                           # (6, 3, 32, 32)
+    with torch.no_grad():
+        before = enc(frames)
+        count = sum(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
+        assert fold_batchnorm(enc) == count > 0
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
+        torch.testing.assert_close(enc(frames), before, atol=1e-4, rtol=1e-4)
+    assert fold_batchnorm(enc) == 0                                         # idempotent
+    train = build_encoder(encoder, input_size=32).train()
+    assert fold_batchnorm(train) == 0                                       # training BN is left alone

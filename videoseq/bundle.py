@@ -7,7 +7,7 @@
 
     path = save_bundle(run / "models" / "lstm", model=model, head="lstm", config=cfg,
                        classes=classes, metrics={"val_accuracy": 0.9})
-    bundle = load_bundle(path)           # Bundle(model in eval mode, config, classes, ...)
+    bundle = load_bundle(path)           # Bundle(model in eval mode, BatchNorm folded, config, classes, ...)
 
 A bundle is written into a temporary sibling folder and renamed into place, so a killed run leaves
 either the old bundle or the new one. Loading never downloads weights (the encoder is rebuilt with
@@ -110,7 +110,8 @@ def save_bundle(dest: str | Path, *, model: "VideoClassifier", head: str, config
 
 def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     """Rebuild the classifier stored at `path` (a bundle, or a run folder: its best head) on `device`
-    ("cpu", "cuda", "auto"); raise `BundleError` saying what is wrong if it can't."""
+    ("cpu", "cuda", "auto"), for inference: in eval mode, BatchNorm folded into the convolutions
+    (`models.fold_batchnorm`). Raise `BundleError` saying what is wrong if it can't."""
     path = Path(path)
     if path.is_dir() and not (path / "config.json").exists() and (path / "models").is_dir():
         path = choose_bundle(path)
@@ -122,7 +123,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
 
     from videoseq.encoders import list_encoders
     from videoseq.heads import list_heads
-    from videoseq.models import build_model
+    from videoseq.models import build_model, fold_batchnorm
 
     if enc["name"] not in list_encoders():
         raise BundleError(f"{path}: unknown encoder {enc['name']!r} in config.json; "
@@ -145,6 +146,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
+    fold_batchnorm(model)   # inference only: BatchNorm folded into the conv before it (~1e-7 change)
     sampling = meta["sampling"]
     return Bundle(path=path, model=model, config=cfg, head=head, encoder=enc["name"],
                   classes=list(classes), size=int(sampling["size"]),

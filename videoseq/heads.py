@@ -3,6 +3,7 @@
     head = build_head("lstm", in_dim=1280, num_classes=5, hidden=128)
     logits = head(feats, mask)               # (B, T, D), (B, T) bool -> (B, C)
     timeline = head.forward_steps(feats, mask)  # (B, T, C) log-probs: the belief after each frame
+    logits, timeline = head.forward_and_steps(feats, mask)   # both from one pass (classify)
 
 Every head first projects each frame alone (dropout, Linear to `hidden`, ReLU), so the baseline and
 the temporal heads see the same per-frame representation and differ only in how they combine frames.
@@ -124,6 +125,12 @@ class TemporalHead(nn.Module):
                  for t in range(x.shape[1])]
         return hold_last_valid(torch.stack(steps, dim=1), lengths)
 
+    def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(self(x, mask), self.forward_steps(x, mask)), bit for bit; heads that can share the work
+        between the two (one recurrent pass instead of two) override it."""
+        return self(x, mask), self.forward_steps(x, mask)
+
     def loss(self, x: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         """Video-level cross-entropy; y (B,) int64 class indices."""
         return F.cross_entropy(self(x, mask), y)
@@ -147,14 +154,18 @@ class PerFrameHead(TemporalHead):
         return self.classifier(self.embed(x))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        mask, lengths = mask_lengths(mask, x)
-        logp = F.log_softmax(self.frame_logits(x), dim=-1)                   # (B, T, C)
-        logp = logp.masked_fill(~mask[:, :, None], 0.0)
-        return logp.sum(dim=1) / lengths[:, None].to(logp.dtype)             # (B, C)
+        return self.forward_and_steps(x, mask)[0]
 
     def forward_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _, lengths = mask_lengths(mask, x)
         return hold_last_valid(F.log_softmax(self.frame_logits(x), dim=-1), lengths)
+
+    def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        mask, lengths = mask_lengths(mask, x)
+        logp = F.log_softmax(self.frame_logits(x), dim=-1)                   # (B, T, C)
+        mean = logp.masked_fill(~mask[:, :, None], 0.0).sum(dim=1) / lengths[:, None].to(logp.dtype)
+        return mean, hold_last_valid(logp, lengths)                          # (B, C), (B, T, C)
 
     def loss(self, x: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         """Frame-level cross-entropy: every valid frame is a sample labelled with its video's class."""
@@ -189,6 +200,9 @@ class RecurrentHead(TemporalHead):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _, lengths = mask_lengths(mask, x)
         _, h_n = self._run(x, lengths)
+        return self._classify_last(h_n)
+
+    def _classify_last(self, h_n: torch.Tensor) -> torch.Tensor:
         last = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]  # (B, H*dirs)
         return self.classifier(last)                                         # (B, C)
 
@@ -198,6 +212,15 @@ class RecurrentHead(TemporalHead):
         _, lengths = mask_lengths(mask, x)
         out, _ = self._run(x, lengths)                                       # (B, T, H)
         return hold_last_valid(F.log_softmax(self.classifier(out), dim=-1), lengths)
+
+    def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.bidirectional:
+            return super().forward_and_steps(x, mask)
+        _, lengths = mask_lengths(mask, x)
+        out, h_n = self._run(x, lengths)                                     # one recurrent pass
+        steps = hold_last_valid(F.log_softmax(self.classifier(out), dim=-1), lengths)
+        return self._classify_last(h_n), steps                               # (B, C), (B, T, C)
 
 
 @HEADS.register("rnn")
@@ -241,7 +264,9 @@ class Conv1dHead(TemporalHead):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask, lengths = mask_lengths(mask, x)
-        z = self.step_features(x, mask)
+        return self._classify_mean(self.step_features(x, mask), lengths)
+
+    def _classify_mean(self, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pooled = z.sum(dim=1) / lengths[:, None].to(z.dtype)                 # (B, H)
         return self.classifier(pooled)                                       # (B, C)
 
@@ -249,10 +274,20 @@ class Conv1dHead(TemporalHead):
         if self.bidirectional:
             return super().forward_steps(x, mask)
         mask, lengths = mask_lengths(mask, x)
-        z = self.step_features(x, mask)
-        counts = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=z.dtype)
+        return self._steps(self.step_features(x, mask), lengths)
+
+    def _steps(self, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        counts = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
         running_mean = z.cumsum(dim=1) / counts[None, :, None]              # (B, T, H)
         return hold_last_valid(F.log_softmax(self.classifier(running_mean), dim=-1), lengths)
+
+    def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.bidirectional:
+            return super().forward_and_steps(x, mask)
+        mask, lengths = mask_lengths(mask, x)
+        z = self.step_features(x, mask)                                      # (B, T, H), once
+        return self._classify_mean(z, lengths), self._steps(z, lengths)
 
 
 def build_head(name: str, in_dim: int, num_classes: int, *, hidden: int = 128, layers: int = 1,

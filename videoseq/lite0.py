@@ -83,6 +83,9 @@ class MBConv(nn.Module):
         self.skip = stride == 1 and cin == cout
         self.drop_path = drop_path
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:   # for models.fold_batchnorm
+        return [("expand_conv", "bn0")] * self.has_expand + [("depthwise_conv", "bn1"), ("project_conv", "bn2")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H/s, W/s)
         h = F.relu6(self.bn0(self.expand_conv(x))) if self.has_expand else x
         h = F.relu6(self.bn1(self.depthwise_conv(h)))
@@ -113,6 +116,9 @@ class EfficientNetLite0(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.conv_head = nn.Conv2d(320, FEATURES, 1, bias=False)
         self.bn1 = _bn(FEATURES)
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:   # for models.fold_batchnorm
+        return [("conv_stem", "bn0"), ("conv_head", "bn1")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, 1280, S/32, S/32)
         x = F.relu6(self.bn0(self.conv_stem(x)))

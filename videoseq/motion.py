@@ -42,44 +42,101 @@ class BlockMatchMotion(nn.Module):
             raise ValueError(f"blockmatch: bad geometry scales={scales} grid={grid} radius={radius}")
         self.scales, self.grid, self.radius = tuple(scales), grid, radius
         self.out_dim = len(self.scales) * grid * grid * 3
+        self._matrices: dict[tuple, torch.Tensor] = {}   # constant pooling / box-sum matrices per shape
 
     def cache_id(self) -> str:
         return f"blockmatch{'-'.join(map(str, self.scales))}g{self.grid}r{self.radius}"
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t = frames.shape[:2]
+        b, t, s = frames.shape[0], frames.shape[1], frames.shape[-1]
         out = frames.new_zeros(b, t, self.out_dim, dtype=torch.float32)          # (B, T, M)
         if t < 2:
             return out
-        grey = frames.float().mean(dim=2).reshape(b * t, 1, *frames.shape[-2:])  # (B*T, 1, S, S)
-        per_scale = []
+        grey = frames.float().mean(dim=2).reshape(b * t, s, s)                   # (B*T, S, S)
+        costs = []
         for side in self.scales:
-            g = _standardise(_resize(grey, side)).reshape(b, t, 1, side, side)
-            prev, cur = g[:, :-1].flatten(0, 1), g[:, 1:].flatten(0, 1)           # (B*(T-1), 1, s, s)
-            per_scale.append(self._match(prev, cur, side))                        # (B*(T-1), 3*G*G)
-        out[:, 1:] = torch.cat(per_scale, dim=1).reshape(b, t - 1, -1)
+            g = _standardise(self._resize(grey, side)).reshape(b, t, side, side)
+            prev, cur = g[:, :-1].flatten(0, 1), g[:, 1:].flatten(0, 1)           # (B*(T-1), s, s)
+            costs.append(self._cost(prev, cur))                                   # (N, k, k, G*G)
+        cost = torch.cat(costs, dim=3)                                            # (N, k, k, scales*G*G)
+        out[:, 1:] = self._displacement(cost).reshape(b, t - 1, -1)
         return out
 
-    def _match(self, prev: torch.Tensor, cur: torch.Tensor, side: int) -> torch.Tensor:
-        """Cost of every shift per cell, its minimum refined to sub-pixel: (N, 3 * G * G)."""
-        r, n, g = self.radius, prev.shape[0], self.grid
+    def _cost(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """Mean squared difference between each cell of `cur` and `prev` shifted by every u:
+        (N, uy, ux, G*G), index i meaning u = i - r; cur(x) vs prev(x - u) is lowest at u = the motion.
+
+        As sum(cur^2) - 2 sum(cur * prev_u) + sum(prev_u^2) per cell: the cross term is one depthwise
+        convolution of each cell's search window by the cell itself, the last term a box sum (two small
+        matrix products). Three ops a scale instead of three per shift (7x7 shifts): ~5x less CPU."""
+        r, n, g, side = self.radius, prev.shape[0], self.grid, prev.shape[-1]
+        k, c = 2 * r + 1, side // g
+        w, m = c + 2 * r, n * g * g
+        padded = F.pad(prev[:, None], (r, r, r, r), mode="replicate")[:, 0]      # (N, s+2r, s+2r)
+        windows = padded.unfold(1, w, c).unfold(2, w, c).reshape(m, w, w)        # (N*G*G, w, w)
+        cells = cur.unfold(1, c, c).unfold(2, c, c).reshape(m, c, c)             # (N*G*G, c, c)
+        cross = F.conv2d(windows[None], cells[:, None], groups=m)[0]             # (N*G*G, k, k)
+        box = self._box(w, c, prev.device)                                       # (k, w)
+        prev2 = box @ (windows * windows) @ box.T                                # (N*G*G, k, k)
+        cur2 = (cells * cells).sum(dim=(1, 2))[:, None, None]                    # (N*G*G, 1, 1)
+        cost = (prev2 - 2 * cross + cur2) / (c * c)     # index a reads prev(x + a - r): u = r - a
+        return cost.reshape(n, g * g, k, k).permute(0, 2, 3, 1).flip(1).flip(2)
+
+    def _displacement(self, cost: torch.Tensor) -> torch.Tensor:
+        """(N, k, k, scales*cells) costs -> (N, M): per scale dx, dy (tenths of the frame), confidence."""
+        r, n, cells = self.radius, cost.shape[0], self.grid * self.grid
         k = 2 * r + 1
-        padded = F.pad(prev, (r, r, r, r), mode="replicate")                     # (N, 1, s+2r, s+2r)
-        costs = []   # a loop of small ops: faster on CPU than unfold or a one-hot conv (measured 3x)
-        for uy in range(-r, r + 1):
-            for ux in range(-r, r + 1):   # cur(x) vs prev(x - u): the cost is lowest at u = the motion
-                shifted = padded[:, :, r - uy:r - uy + side, r - ux:r - ux + side]
-                costs.append(F.adaptive_avg_pool2d((cur - shifted) ** 2, g))      # (N, 1, G, G)
-        cost = torch.cat(costs, dim=1).reshape(n, k, k, g * g)                   # (N, uy, ux, cells)
-        flat = cost.reshape(n, k * k, g * g)
-        best = flat.argmin(dim=1)                                                # (N, cells)
+        cost = cost.contiguous()
+        flat = cost.reshape(n, k * k, -1)
+        low, best = flat.min(dim=1)                                              # (N, scales*cells)
         iy, ix = best // k, best % k
         dy = iy.float() - r + _parabola(cost, iy, ix, axis=1)
         dx = ix.float() - r + _parabola(cost, iy, ix, axis=2)
-        low, mean = flat.min(dim=1).values, flat.mean(dim=1)
-        confidence = (mean - low) / (mean + 1e-6)                                 # (N, cells) in [0, 1]
-        scale = 10.0 / side                                                       # tenths of the frame
-        return torch.cat([dx * scale, dy * scale, confidence], dim=1)
+        mean = flat.mean(dim=1)
+        confidence = (mean - low) / (mean + 1e-6)                                # in [0, 1]
+        tenths = torch.tensor([10.0 / side for side in self.scales], device=cost.device)
+        tenths = tenths.repeat_interleave(cells)                                 # (scales*cells,)
+        per_scale = torch.stack([dx * tenths, dy * tenths, confidence], dim=1)   # (N, 3, scales*cells)
+        return per_scale.reshape(n, 3, len(self.scales), cells).transpose(1, 2).reshape(n, -1)
+
+    def _resize(self, grey: torch.Tensor, side: int) -> torch.Tensor:
+        """(N, S, S) -> (N, side, side): area average when shrinking (adaptive average pooling, as two
+        matrix products), bilinear when growing."""
+        s = grey.shape[-1]
+        if s == side:
+            return grey
+        if s < side:
+            return F.interpolate(grey[:, None], size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+        pool = self._matrix(("pool", s, side), grey.device, lambda: _pool_matrix(s, side))
+        return pool @ grey @ pool.T
+
+    def _box(self, w: int, c: int, device: torch.device) -> torch.Tensor:
+        """(w - c + 1, w): row a sums positions a .. a + c - 1."""
+        return self._matrix(("box", w, c), device, lambda: _band(w - c + 1, w, c))
+
+    def _matrix(self, key: tuple, device: torch.device, make) -> torch.Tensor:
+        key = (*key, str(device))
+        if key not in self._matrices:   # a race between threads only computes the same matrix twice
+            self._matrices[key] = make().to(device)
+        return self._matrices[key]
+
+
+def _pool_matrix(src: int, dst: int) -> torch.Tensor:
+    """(dst, src): row i averages source positions floor(i*src/dst) .. ceil((i+1)*src/dst) - 1, the
+    windows of `adaptive_avg_pool2d`."""
+    m = torch.zeros(dst, src, dtype=torch.float64)
+    for i in range(dst):
+        lo, hi = (i * src) // dst, -(-(i + 1) * src // dst)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m.float()
+
+
+def _band(rows: int, cols: int, width: int) -> torch.Tensor:
+    """(rows, cols): ones at positions i .. i + width - 1 of row i."""
+    m = torch.zeros(rows, cols)
+    for i in range(rows):
+        m[i, i:i + width] = 1.0
+    return m
 
 
 def _parabola(cost: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, *, axis: int) -> torch.Tensor:
@@ -101,20 +158,13 @@ def _parabola(cost: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, *, axis: i
     return torch.where(inside, offset.clamp(-0.5, 0.5), torch.zeros_like(mid))
 
 
-def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
-    """(N, 1, S, S) -> (N, 1, side, side): area average when shrinking, bilinear when growing."""
-    if x.shape[-1] == side:
-        return x
-    if x.shape[-1] > side:
-        return F.adaptive_avg_pool2d(x, side)
-    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-
-
 def _standardise(x: torch.Tensor) -> torch.Tensor:
-    """Each frame to zero mean, unit variance (flat frames stay zero)."""
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
-    return (x - mean) / (std + 1e-3)
+    """(N, s, s): each frame to zero mean, unit variance (flat frames stay zero). Two passes of plain
+    means: torch's `std` is ~9x slower on these small rows."""
+    flat = x.flatten(1)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    std = (centred * centred).mean(dim=1, keepdim=True).sqrt()
+    return (centred / (std + 1e-3)).view_as(x)
 
 
 MOTIONS: Registry[type[nn.Module]] = Registry("motion")

@@ -255,8 +255,7 @@ def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int 
         m = torch.from_numpy(mask).to(bundle.device)                 # (B, T)
         with torch.inference_mode():
             feats = model.forward_features(x)                          # (B, T, D)
-            logits = model.head(feats, m)                              # (B, C)
-            steps = model.head.forward_steps(feats, m)                 # (B, T, C) log-probs
+            logits, steps = model.head.forward_and_steps(feats, m)     # (B, C), (B, T, C) log-probs
             probs = torch.softmax(logits.double(), dim=1)
         probs_out.append(probs[:len(chunk)].cpu().numpy())
         steps_out.append(steps[:len(chunk)].double().exp().cpu().numpy())

@@ -7,6 +7,7 @@ Imports of torch/cv2 happen inside `run`, so `--help` is instant; prefect is nev
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import json
 import sys
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if args.timeline and args.timeline.lower().endswith(".png") and len(paths) > 1:
         return _usage(f"--timeline {args.timeline}: one file for {len(paths)} videos; give a folder")
     sampling, bundles = load_bundles_async(chosen, device=args.device)
+    # torch and the models stay for the whole process: keep their ~10^6 objects out of the cyclic
+    # garbage collector's full passes (during the run and at exit; measured ~0.3 s on 200 clips)
+    bundles.add_done_callback(lambda _: gc.freeze())
 
     header_done = args.json
     timelines: dict[str, int] = {}
