@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.inbox import append_record, default_ledger, list_videos, read_ledger
-from videoseq.config import VIDEO_EXTENSIONS
+from videoseq.config import INFERENCE_BATCH_SIZE, VIDEO_EXTENSIONS
 
 
 @task(name="find-new-videos")
@@ -63,7 +63,7 @@ def classify_videos(videos: list[dict[str, str]], bundle: str, ledger: str,
 
 @flow(name="classify_inbox")
 def classify_inbox(inbox: str, bundle: str, results: str | None = None, min_age: float = 10.0,
-                   batch_size: int = 8) -> dict[str, Any]:
+                   batch_size: int = INFERENCE_BATCH_SIZE) -> dict[str, Any]:
     """Classify every video in `inbox` without a result yet; returns counts and the ledger path.
 
     `bundle` is a model bundle or a run directory; `min_age` (seconds) skips files still being written.

@@ -20,6 +20,7 @@ from test_bundle import _edit_config, _Payload, make_bundle
 from videoseq.bundle import load_bundle
 from videoseq.cache import FrameCache
 from videoseq.cli import main
+from videoseq.config import INFERENCE_BATCH_SIZE
 from videoseq.predict import FailedInput, Prediction, classify_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def lstm(run_dir: Path):
 
 def test_results_are_identical_alone_and_in_any_batch(videos, lstm) -> None:
     paths = [str(p) for p in videos.values()]
-    for batch_size in (1, 3):
+    for batch_size in (1, 3, INFERENCE_BATCH_SIZE):   # 3 videos: full, and padded with 1 blank clip
         alone = [next(classify_paths([p], lstm, batch_size=batch_size)) for p in paths]
         together = list(classify_paths(paths, lstm, batch_size=batch_size, workers=2))
         reversed_ = list(classify_paths(paths[::-1], lstm, batch_size=batch_size))[::-1]
@@ -69,12 +70,17 @@ def test_decoding_runs_a_bounded_distance_ahead(videos, lstm) -> None:
             pulled.append(i)
             yield videos["v0"]
 
-    ahead = []
-    for k, result in enumerate(classify_paths(paths(), lstm, workers=2, prefetch=5), start=1):
-        assert isinstance(result, Prediction)
-        ahead.append(len(pulled) - k)
-    # ahead: up to 5 decoded clips waiting, plus one batch (of 1) in each of the 2 inference workers
-    assert len(ahead) == 30 and max(ahead) <= 5 + 2 and ahead[0] >= 1  # decoding did run ahead
+    for batch_size in (1, INFERENCE_BATCH_SIZE):
+        pulled.clear()
+        ahead = []
+        for k, result in enumerate(classify_paths(paths(), lstm, workers=2, prefetch=5, batch_size=batch_size),
+                                   start=1):
+            assert isinstance(result, Prediction)
+            ahead.append(len(pulled) - k)
+        # ahead: up to 5 decoded clips waiting, one batch in each of the 2 inference workers, and the
+        # batch being gathered (B - 1 clips)
+        assert len(ahead) == 30 and ahead[0] >= 1                        # decoding did run ahead
+        assert max(ahead) <= 5 + 2 * batch_size + batch_size - 1
     from videoseq.predict import Sampling, prefetch_depth
     assert prefetch_depth(Sampling(16, 224, "repeat"), workers=2, batch_size=1) * 16 * 224 * 224 * 3 \
         <= 128 << 20                                                     # the default: a memory budget

@@ -56,6 +56,22 @@ def test_forward_is_features_then_head_on_real_video(head, clips):
     torch.testing.assert_close(logits[1:], alone, atol=1e-5, rtol=1e-4)
 
 
+def test_clip_features_are_each_clips_own_whatever_the_batch(clips):
+    """classify's path: each clip encoded alone, padding clips skip the encoder (zero appearance)."""
+    x, _ = clips
+    model = model_for("lstm").eval()
+    d = model.encoder.out_dim
+    with torch.no_grad():
+        padded = torch.cat([x, torch.zeros_like(x)])                        # 2 real clips + 2 blank
+        feats = model.clip_features(padded, 2)                              # (4, 6, D + M)
+        assert feats.shape == (4, 6, d + model.motion.out_dim)
+        assert torch.equal(feats[2:, :, :d], torch.zeros_like(feats[2:, :, :d]))   # blank: no encoder pass
+        for i in range(2):   # the same clip alone (padded the other way) gives the same appearance bits
+            alone = model.clip_features(torch.cat([x[i:i + 1], torch.zeros_like(x)[:3]]), 1)
+            assert torch.equal(alone[0, :, :d], feats[i, :, :d])
+        torch.testing.assert_close(feats[:2], model.forward_features(x), atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_chunks_do_not_change_features(clips):
     x, _ = clips
     model = model_for("gru").eval()

