@@ -239,3 +239,11 @@ def test_input_size_override_is_part_of_the_cache_id():
         assert small.eval()(torch.randn(1, 3, 32, 32)).shape == (1, small.out_dim)
     with pytest.raises(ValueError, match="input_size 8"):
         build_encoder("small_cnn", input_size=8)
+
+
+def test_inference_calls_stay_small_on_the_cpu():
+    """Big calls cost page faults on the CPU (FrameEncoder.frames_per_call): ~3 MiB of input each."""
+    assert build_encoder("small_cnn").frames_per_call() == 64                       # 64 px
+    lite = build_encoder("efficientnet_lite0", input_size=224)
+    assert lite.frames_per_call() == 5 and lite.frames_per_call("cuda") == 128
+    assert build_encoder("efficientnet_lite0", input_size=1024).frames_per_call() == 1

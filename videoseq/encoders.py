@@ -47,6 +47,9 @@ def parse_pooling(pooling: str) -> int:
     return int(m.group(1))
 
 
+INFERENCE_CALL_BYTES = 3 << 20   # float32 input per encoder call at inference: FrameEncoder.frames_per_call
+
+
 class FrameEncoder(nn.Module):
     """(N, 3, S, S) normalised frames -> (N, D) features, D = channels * K * K."""
 
@@ -72,6 +75,17 @@ class FrameEncoder(nn.Module):
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, C, h, w)
         return self.trunk(x)
+
+    def frames_per_call(self, device: torch.device | str = "cpu") -> int:
+        """How many frames one inference call should take (feature caching, classify). On a GPU, 128.
+        On the CPU ~3 MiB of input: a convolution's activations are ~8x its input (Lite0's first
+        blocks), and above 32 MiB glibc serves every allocation with fresh mmap'd pages, whose page
+        faults then cost more than the batching saves. Measured, Lite0 at 224 px, 2 threads: 44
+        frames/s in calls of 128, 107 in calls of 4 (1.6 million page faults less per 128 frames);
+        at 112 px 192 -> 333 frames/s."""
+        if torch.device(device).type != "cpu":
+            return 128
+        return max(1, INFERENCE_CALL_BYTES // (3 * 4 * self.input_size * self.input_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:      # (N, 3, S, S) -> (N, D)
         return self.pool(self.forward_map(x)).flatten(1)

@@ -13,6 +13,7 @@ killed while computing features leaves only whole entries, and a rerun encodes o
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
@@ -88,11 +89,11 @@ class FeatureStore:
     """Per-clip `(T, D)` features of one encoder, stored under `root/<encoder identity>/`."""
 
     def __init__(self, root: str | Path, encoder: torch.nn.Module, *, device: str | torch.device = "cpu",
-                 batch_frames: int = 128, dtype: np.dtype = np.float32, motion: torch.nn.Module | None = None):
+                 batch_frames: int | None = None, dtype: np.dtype = np.float32, motion: torch.nn.Module | None = None):
         self.encoder = encoder
         self.motion = motion
         self.device = torch.device(device)
-        self.batch_frames = batch_frames
+        self.batch_frames = batch_frames or encoder.frames_per_call(self.device)   # frames per call
         self.dtype = np.dtype(dtype)
         stream = f"+{motion.cache_id()}" if motion is not None else ""
         self.dir = Path(root) / f"{encoder_identity(encoder)}{stream}"
@@ -137,9 +138,13 @@ class FeatureStore:
     def _encode_missing(self, refs, missing, out, frame_cache, sampling, *, size, progress) -> None:
         from tqdm.auto import tqdm
 
+        from videoseq.models import fold_batchnorm
         from videoseq.transforms import frames_to_tensor
 
-        enc = self.encoder.to(self.device).eval()
+        # a copy with BatchNorm folded into the convolutions (Lite0 ~27% faster; the same features to
+        # ~1e-6, as a bundle computes them); the store's identity is the encoder's own weights
+        enc = copy.deepcopy(self.encoder).to(self.device).eval()
+        fold_batchnorm(enc)
         pending: list[tuple[int, np.ndarray, np.ndarray]] = []   # (ref index, valid frames, mask)
         bar = tqdm(total=len(missing), desc="features", unit="clip", disable=not progress, leave=False)
 

@@ -51,11 +51,13 @@ class VideoClassifier(nn.Module):
     def clip_features(self, frames: torch.Tensor, count: int) -> torch.Tensor:
         """Inference on a padded batch: (B, T, 3, S, S) whose first `count` clips are real -> (B, T, D + M).
 
-        The encoder runs on each real clip alone (T frames a call, always the same shape), so a clip's
-        features never depend on the batch it came in, and the padding clips cost no encoder time (their
+        The encoder runs on each real clip alone (in calls of `encoder.frames_per_call()` frames, always
+        the same split), so a clip's features never depend on the batch it came in, and the padding clips cost no encoder time (their
         appearance features are zero; they are never read). The motion stream runs on the whole batch."""
         b, t = frames.shape[:2]
-        feats = [self.encoder(frames[i]) for i in range(count)]                   # count x (T, D)
+        step = self.encoder.frames_per_call(frames.device)   # S and device only: the same for every clip
+        feats = [torch.cat([self.encoder(part) for part in frames[i].split(step)])
+                 for i in range(count)]                                            # count x (T, D)
         appearance = frames.new_zeros(b, t, self.encoder.out_dim)                  # (B, T, D)
         if feats:
             appearance[:count] = torch.stack(feats).to(appearance.dtype)
