@@ -104,6 +104,27 @@ def test_a_still_shot_and_a_fade_read_as_no_motion(videos, tmp_path):
     assert dx.abs().mean() < 0.05 and dy.abs().mean() < 0.05
 
 
+def test_black_frames_and_flat_backgrounds_read_as_no_motion(tmp_path):
+    """A fade from black and back (real H.264): steps touching a black frame, and cells of a uniform
+    background, have no texture to match; they must read as zero motion, zero confidence, not as the
+    first shift tried (motion v1 said -3 px there)."""
+    base = photo()[100:280, 100:340].astype(np.float32)
+    gains = [0.0] * 4 + list(np.linspace(0.2, 1.0, 8)) + [0.0] * 4
+    video = write_frames(tmp_path / "black.mp4", [(base * g).astype(np.uint8) for g in gains], fps=16)
+    m = motion_of(video, t=16).reshape(16, 3, 3, 16)                          # (T, scales, dx/dy/conf, cells)
+    touching_black = [1, 2, 3, 4, 12, 13, 14, 15]                             # step t reads frames t-1, t
+    assert m[touching_black].abs().max() == 0
+    assert m[6:12, :, 2].mean() > 0.05                                       # the photo itself still matches
+    flat = torch.zeros(1, 4, 3, 64, 64)
+    flat[:, :, :, 8:24, 8:24] = 1.0                                           # a square on a uniform ground
+    flat[:, 2:, :, 8:24, 8:24] = 0.0
+    flat[:, 2:, :, 10:26, 8:24] = 1.0                                         # moved 2 px down at step 2
+    out = BlockMatchMotion()(flat)[0].reshape(4, 3, 3, 16)
+    ground = [3, 7, 11, 12, 13, 14, 15]   # cells (4x4 grid) whose search windows never reach the square
+    assert out[:, :, :2, ground].abs().max() == 0                             # no motion where nothing is
+    assert out[2, 0, 1, 0] > 0.1 and out[1, 0, 1, 0].abs() < 1e-6            # the square: down at step 2 only
+
+
 def test_each_clip_and_each_step_stands_alone(videos):
     """Batching never changes a clip's motion, and step t depends only on frames t-1 and t (padding
     after the valid steps cannot leak into them)."""

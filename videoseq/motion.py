@@ -13,7 +13,9 @@ temporal head sees it. So the temporal heads also read where the picture moved, 
   3 px (block matching, sum of squared differences), the best shift refined to sub-pixel precision by a
   parabola through its neighbours: the cell's displacement (dx, dy) in tenths of the frame side, and the
   match's confidence (how much better the best shift is than the average shift, 0..1);
-- the three scales reach 5%, 9% and 19% of the frame per step, so slow and fast motion both register.
+- the three scales reach 5%, 9% and 19% of the frame per step, so slow and fast motion both register;
+- a cell with nothing to match (blank in either frame: the black frames of a fade) reads as no motion
+  with zero confidence, and exact ties (a uniform background) go to the smallest shift.
 
 M = 3 scales x 16 cells x 3 = 144 numbers per step; step 0 (no previous frame) is all zeros. The module
 has no parameters: it is deterministic, part of the model (a bundle rebuilds it from its config), and
@@ -33,6 +35,10 @@ from torch import nn
 from videoseq.registry import Registry
 
 
+FLAT = 1e-4    # mean squared value (of a frame standardised to unit variance) below which a cell is blank
+TIE = 1e-6     # cost added per squared pixel of shift: breaks exact ties towards no motion
+
+
 class BlockMatchMotion(nn.Module):
     """(B, T, 3, S, S) -> (B, T, M): per-cell displacement and confidence vs the previous frame."""
 
@@ -45,7 +51,8 @@ class BlockMatchMotion(nn.Module):
         self._matrices: dict[tuple, torch.Tensor] = {}   # constant pooling / box-sum matrices per shape
 
     def cache_id(self) -> str:
-        return f"blockmatch{'-'.join(map(str, self.scales))}g{self.grid}r{self.radius}"
+        # v2: blank cells and exact ties read as no motion (v1 reported the first shift tried, -r, -r)
+        return f"blockmatch{'-'.join(map(str, self.scales))}g{self.grid}r{self.radius}v2"
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, t, s = frames.shape[0], frames.shape[1], frames.shape[-1]
@@ -80,20 +87,29 @@ class BlockMatchMotion(nn.Module):
         prev2 = box @ (windows * windows) @ box.T                                # (N*G*G, k, k)
         cur2 = (cells * cells).sum(dim=(1, 2))[:, None, None]                    # (N*G*G, 1, 1)
         cost = (prev2 - 2 * cross + cur2) / (c * c)     # index a reads prev(x + a - r): u = r - a
+        # a cell with no texture in either frame (a black frame of a fade, a flat background) matches
+        # every shift equally: mark it with an infinite cost, read as "no motion" by _displacement
+        blank = (cur2 < FLAT * c * c) | (prev2[:, r:r + 1, r:r + 1] < FLAT * c * c)
+        cost = cost.masked_fill(blank, float("inf"))
         return cost.reshape(n, g * g, k, k).permute(0, 2, 3, 1).flip(1).flip(2)
 
     def _displacement(self, cost: torch.Tensor) -> torch.Tensor:
         """(N, k, k, scales*cells) costs -> (N, M): per scale dx, dy (tenths of the frame), confidence."""
         r, n, cells = self.radius, cost.shape[0], self.grid * self.grid
         k = 2 * r + 1
-        cost = cost.contiguous()
+        blank = torch.isinf(cost[:, 0, 0])                                       # (N, scales*cells)
+        shift = torch.arange(k, device=cost.device, dtype=cost.dtype) - r
+        # exact ties (a uniform cell) go to the smallest shift, not to the first one tried
+        cost = (cost.masked_fill(blank[:, None, None], 0.0)
+                + TIE * (shift[:, None, None] ** 2 + shift[None, :, None] ** 2)).contiguous()
         flat = cost.reshape(n, k * k, -1)
         low, best = flat.min(dim=1)                                              # (N, scales*cells)
         iy, ix = best // k, best % k
         dy = iy.float() - r + _parabola(cost, iy, ix, axis=1)
         dx = ix.float() - r + _parabola(cost, iy, ix, axis=2)
         mean = flat.mean(dim=1)
-        confidence = (mean - low) / (mean + 1e-6)                                # in [0, 1]
+        confidence = ((mean - low) / (mean + 1e-6)).clamp(0, 1)                  # in [0, 1]
+        dx, dy, confidence = (v.masked_fill(blank, 0.0) for v in (dx, dy, confidence))
         tenths = torch.tensor([10.0 / side for side in self.scales], device=cost.device)
         tenths = tenths.repeat_interleave(cells)                                 # (scales*cells,)
         per_scale = torch.stack([dx * tenths, dy * tenths, confidence], dim=1)   # (N, 3, scales*cells)
