@@ -49,11 +49,12 @@ class VideoClassifier(nn.Module):
         return torch.cat([feats, self.motion(frames).to(feats.dtype)], dim=2)   # (B, T, D + M)
 
     def clip_features(self, frames: torch.Tensor, count: int) -> torch.Tensor:
-        """Inference on a padded batch: (B, T, 3, S, S) whose first `count` clips are real -> (B, T, D + M).
+        """Inference on a padded batch: (B, T, 3, S, S), the first `count` clips real -> (B, T, D + M).
 
-        The encoder runs on each real clip alone (in calls of `encoder.frames_per_call()` frames, always
-        the same split), so a clip's features never depend on the batch it came in, and the padding clips cost no encoder time (their
-        appearance features are zero; they are never read). The motion stream runs on the whole batch."""
+        The encoder runs on each real clip alone (in calls of `encoder.frames_per_call()` frames,
+        always the same split), so a clip's features never depend on the batch it came in, and the
+        padding clips cost no encoder time (their appearance features are zero and never read). The
+        motion stream runs on the whole batch."""
         b, t = frames.shape[:2]
         step = self.encoder.frames_per_call(frames.device)   # S and device only: the same for every clip
         feats = [torch.cat([self.encoder(part) for part in frames[i].split(step)])
