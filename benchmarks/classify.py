@@ -321,7 +321,7 @@ torch thread, per 16-frame 64 px clip):
   process ended 0.6-0.75 s after its last line, now 0.08-0.10 s after it (the workers' shutdown).
 
 CPU of the whole call (workers included): 17.4-19.9 s before the third session's changes,
-9.2-14.3 s after, against the extraction's 6.6-9.2 s (this VM's speed varies by ~+-15% from minute
+8.9-14.3 s after, against the extraction's 6.6-9.2 s (this VM's speed varies by ~+-15% from minute
 to minute, which is why pairs are compared). What remains: decoding ~7.5 s (the same work as the
 baseline's), `import torch` ~2 s, inference ~2 s. The long video needs one decode and one clip; its time is the decode
 (in a thread, with FFmpeg's own threads) and the import, which overlap.
