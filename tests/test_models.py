@@ -58,7 +58,7 @@ def test_forward_is_features_then_head_on_real_video(head, clips):
 
 def test_clip_features_are_each_clips_own_whatever_the_batch(clips):
     """classify's path: each clip encoded alone, padding clips skip the encoder (zero appearance)."""
-    x, _ = clips
+    x, mask = clips
     model = model_for("lstm").eval()
     d = model.encoder.out_dim
     with torch.no_grad():
@@ -70,6 +70,12 @@ def test_clip_features_are_each_clips_own_whatever_the_batch(clips):
             alone = model.clip_features(torch.cat([x[i:i + 1], torch.zeros_like(x)[:3]]), 1)
             assert torch.equal(alone[0, :, :d], feats[i, :, :d])
         torch.testing.assert_close(feats[:2], model.forward_features(x), atol=1e-5, rtol=1e-5)
+    baseline = model_for("per_frame").eval()   # never reads the motion stream: not computed for it
+    with torch.no_grad():
+        feats = baseline.clip_features(x, 2)
+        assert torch.equal(feats[..., d:], torch.zeros_like(feats[..., d:]))
+        full = torch.cat([feats[..., :d], baseline.motion(x)], dim=2)        # what it would have been given
+        assert torch.equal(baseline.forward_head(feats, mask), baseline.forward_head(full, mask))
 
 
 def test_encoder_chunks_do_not_change_features(clips):

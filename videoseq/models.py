@@ -54,7 +54,7 @@ class VideoClassifier(nn.Module):
         The encoder runs on each real clip alone (in calls of `encoder.frames_per_call()` frames,
         always the same split), so a clip's features never depend on the batch it came in, and the
         padding clips cost no encoder time (their appearance features are zero and never read). The
-        motion stream runs on the whole batch."""
+        motion stream runs on the whole batch, unless the head never reads it (`per_frame`: zeros)."""
         b, t = frames.shape[:2]
         step = self.encoder.frames_per_call(frames.device)   # S and device only: the same for every clip
         feats = [torch.cat([self.encoder(part) for part in frames[i].split(step)])
@@ -64,7 +64,11 @@ class VideoClassifier(nn.Module):
             appearance[:count] = torch.stack(feats).to(appearance.dtype)
         if self.motion is None:
             return appearance
-        return torch.cat([appearance, self.motion(frames).to(appearance.dtype)], dim=2)   # (B, T, D + M)
+        if not self.head.reads_motion:
+            moved = appearance.new_zeros(b, t, self.motion.out_dim)                # (B, T, M), unread
+        else:
+            moved = self.motion(frames).to(appearance.dtype)                       # (B, T, M)
+        return torch.cat([appearance, moved], dim=2)                               # (B, T, D + M)
 
     def forward_head(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(feats, mask)                                           # (B, T, D) -> (B, C)
