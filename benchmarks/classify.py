@@ -308,14 +308,16 @@ torch thread, per 16-frame 64 px clip):
 - Heads: `forward_and_steps` gives the label and the per-step timeline from one recurrent pass
   (bit-identical to the two separate passes, tested): 1.35 ms saved per clip.
 - Bundles fold BatchNorm into the convolutions at load (`models.fold_batchnorm`): small_cnn's encoder
-  7.6 -> 5.4 ms (Lite0 -27%); outputs change by ~1e-7.
+  8.4 -> 6.3 ms and 9.3 -> 5.8 ms in two measurements (Lite0 131 -> 96 ms per 16 frames at
+  112 px); outputs change by ~1e-7.
 - `frames_to_tensor` converts uint8 HWC frames to a channels-last float tensor in one contiguous
   pass and in place (1.29 -> 0.53 ms), and channels-last input is what the channels-last encoders
   read fastest (small_cnn 5.8 -> 4.4 ms).
 - Batches of 4 for the motion stream and the head (`config.INFERENCE_BATCH_SIZE`, the default of
   classify, evaluate and the inbox flow), with each clip still encoded alone (so a result never
   depends on its neighbours, and the blank clips that pad a short batch skip the encoder): the main
-  process's CPU ~5.1 -> ~4.0 s over 200 clips (3 alternating pairs of runs).
+  process's CPU 5.1-5.9 s -> 4.0-4.7 s over 200 clips (3 alternating pairs of runs); a single
+  file pays the 3 blank clips' motion and head passes (one small_cnn clip: ~11 -> ~20 ms).
 - Exit: `gc.freeze()` once the models are loaded (the cyclic collector no longer walks torch's
   ~10^6 objects) and `os._exit` after the output is flushed (classify's console script only): the
   process ended 0.6-0.75 s after its last line, now 0.08-0.10 s after it (the workers' shutdown).

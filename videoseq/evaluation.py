@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 
+from videoseq.config import INFERENCE_BATCH_SIZE
 from videoseq.errors import VideoseqError
-from videoseq.predict import BATCH_SIZE, FailedInput, Prediction, classify_paths
+from videoseq.predict import FailedInput, Prediction, classify_paths
 
 if TYPE_CHECKING:
     from videoseq.bundle import Bundle
@@ -39,7 +40,7 @@ class Evaluation(NamedTuple):
 
 
 def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str], *,
-                   batch_size: int = BATCH_SIZE, workers: int = 2,
+                   batch_size: int = INFERENCE_BATCH_SIZE, workers: int = 2,
                    cache: "FrameCache | None" = None) -> Evaluation:
     """Predict labelled videos through `classify_paths` and score them (metrics.py)."""
     from videoseq.metrics import confusion_matrix, mean_class_accuracy, wilson_interval

@@ -23,8 +23,9 @@ motion stream and the head on batches of exactly `batch_size` clips: a batch tha
 padded with blank clips, which skip the encoder. So a video's probabilities are bit-identical whether
 it is classified alone, among other videos, or by `videoseq evaluate` (same `batch_size`); different
 batch sizes may differ in the last bits (floating-point sums in another order). The default,
-BATCH_SIZE = 4, costs a single file only the motion and head passes of 3 blank clips (~10 ms), and
-saves ~25% of the inference CPU on many files (measured, 200 clips, small_cnn: ~1 s of CPU).
+config.INFERENCE_BATCH_SIZE = 4, costs a single file only the motion and head passes of 3 blank
+clips (measured, one small_cnn clip: 10.7-10.9 ms at batch 1, 19.5-22.5 ms at batch 4), and saves
+~1 s of the main process's CPU over 200 clips (5.1-5.9 s at batch 1, 4.0-4.7 s at batch 4).
 """
 from __future__ import annotations
 
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 THUMB = 64                     # side of the thumbnails kept for timelines
-BATCH_SIZE = INFERENCE_BATCH_SIZE   # clips per motion/head pass by default (classify, evaluate, inbox)
 PREFETCH_BYTES = 128 << 20     # decoded clips waiting for inference: at most this much memory
 
 
@@ -99,7 +99,7 @@ class Sampling(NamedTuple):
     short: str                     # "repeat" | "mask"
 
 
-def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size: int = BATCH_SIZE,
+def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size: int = INFERENCE_BATCH_SIZE,
                    workers: int = 2, cache: "FrameCache | None" = None, thumbnails: bool = False,
                    prefetch: int | None = None) -> Iterator[Result]:
     """One result per path, in order: a `Prediction`, or a `FailedInput` saying why it failed.
@@ -112,7 +112,8 @@ def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size:
 
 
 def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle] | Future", *,
-                         sampling: Sampling | None = None, batch_size: int = BATCH_SIZE, workers: int = 2,
+                         sampling: Sampling | None = None, batch_size: int = INFERENCE_BATCH_SIZE,
+                         workers: int = 2,
                          cache: "FrameCache | None" = None, thumbnails: bool = False,
                          prefetch: int | None = None) -> Iterator[list[Result]]:
     """Like `classify_paths` for several bundles at once (`classify --compare`): each video is decoded
