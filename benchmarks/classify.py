@@ -60,9 +60,9 @@ def make_clips(folder: Path) -> list[Path]:
 def make_bundle(dest: Path, encoder: str) -> Path:
     import torch
 
-    from videoseq.bundle import save_bundle
+    from videoseq.models.bundle import save_bundle
     from videoseq.config import config_from_dict
-    from videoseq.models import build_model
+    from videoseq.models.classifier import build_model
 
     weights = None if encoder == "small_cnn" else "DEFAULT"
     cfg = config_from_dict({"model": {"encoder": encoder, "weights": weights}})
@@ -121,8 +121,8 @@ class Extraction:
     this (warm) process, with the library's default decoder threads."""
 
     def __init__(self, clips: list[Path], bundle: Path):
-        from videoseq.bundle import read_bundle_meta
-        from videoseq.video import read_frames
+        from videoseq.models.bundle import read_bundle_meta
+        from videoseq.io.video import read_frames
 
         self.clips, self.read = clips, read_frames
         self.sampling = read_bundle_meta(bundle)["sampling"]
@@ -227,7 +227,7 @@ def priority() -> str:
 
 
 def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) -> None:
-    from videoseq.atomic import atomic_write_text
+    from videoseq.io.atomic import atomic_write_text
 
     def verdict(ratio: float, target: float) -> str:
         return "meets" if ratio <= target else "MISSES"

@@ -25,7 +25,7 @@ import imageio_ffmpeg
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from videoseq import decode, video  # noqa: E402
+from videoseq.io import decode, video  # noqa: E402
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 

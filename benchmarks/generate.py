@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoseq.synthetic import generate_dataset, get_task  # noqa: E402
+from videoseq.synthetic.generate import generate_dataset, get_task  # noqa: E402
 
 
 def _cpu_seconds() -> float:

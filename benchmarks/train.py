@@ -25,17 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoseq.batches import ClipBatches, FeatureBatches  # noqa: E402
-from videoseq.cache import FrameCache, extract_dataset  # noqa: E402
+from videoseq.data.batches import ClipBatches, FeatureBatches  # noqa: E402
+from videoseq.data.cache import FrameCache, extract_dataset  # noqa: E402
 from videoseq.config import load_config  # noqa: E402
-from videoseq.dataset import scan_dataset  # noqa: E402
-from videoseq.encoders import build_encoder  # noqa: E402
-from videoseq.features import FeatureStore  # noqa: E402
-from videoseq.heads import build_head  # noqa: E402
-from videoseq.models import build_model, feature_dims  # noqa: E402
-from videoseq.motion import build_motion  # noqa: E402
-from videoseq.synthetic import generate_dataset  # noqa: E402
-from videoseq.train import make_optimizer, train_one_epoch, warmup_cosine  # noqa: E402
+from videoseq.data.dataset import scan_dataset  # noqa: E402
+from videoseq.models.encoders import build_encoder  # noqa: E402
+from videoseq.data.features import FeatureStore  # noqa: E402
+from videoseq.models.heads import build_head  # noqa: E402
+from videoseq.models.classifier import build_model, feature_dims  # noqa: E402
+from videoseq.models.motion import build_motion  # noqa: E402
+from videoseq.synthetic.generate import generate_dataset  # noqa: E402
+from videoseq.learn.train import make_optimizer, train_one_epoch, warmup_cosine  # noqa: E402
 
 
 class RandomBatches:

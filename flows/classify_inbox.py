@@ -21,7 +21,7 @@ from videoseq.config import INFERENCE_BATCH_SIZE, VIDEO_EXTENSIONS
 @task(name="find-new-videos")
 def find_new_videos(inbox: str, ledger: str, min_age: float) -> list[dict[str, str]]:
     """[{"path", "digest"}] for every video in `inbox` whose content is not in the ledger yet."""
-    from videoseq.cache import file_digest
+    from videoseq.data.cache import file_digest
 
     logger = get_run_logger()
     if not Path(inbox).is_dir():
@@ -42,8 +42,8 @@ def find_new_videos(inbox: str, ledger: str, min_age: float) -> list[dict[str, s
 def classify_videos(videos: list[dict[str, str]], bundle: str, ledger: str,
                     batch_size: int) -> list[dict[str, Any]]:
     """Classify `videos` with the bundle, appending each result to the ledger as soon as it exists."""
-    from videoseq.bundle import load_bundle
-    from videoseq.predict import classify_paths, record_of
+    from videoseq.models.bundle import load_bundle
+    from videoseq.infer.predict import classify_paths, record_of
 
     logger = get_run_logger()
     model = load_bundle(bundle)

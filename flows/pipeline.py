@@ -44,7 +44,7 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 def _extract_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """Same file content + sampling + size + views + frame cache folder = same clips: reuse the result."""
-    from videoseq.cache import file_digest
+    from videoseq.data.cache import file_digest
 
     try:
         digest = file_digest(parameters["path"])
@@ -65,7 +65,7 @@ def _extract_run_name() -> str:
 @task(name="scan-dataset")
 def scan(root: str, config: dict[str, Any], run_dir: str) -> str:
     """Index and validate the dataset; returns the path of RUN_DIR/index.json."""
-    from videoseq.dataset import scan_dataset
+    from videoseq.data.dataset import scan_dataset
 
     cfg = config_from_dict(config)
     index = scan_dataset(root, cfg.data, workers=cfg.runtime.workers, progress=False)
@@ -82,9 +82,9 @@ def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
     """What to extract, exactly as compare will read it: usable videos with their views (train videos
     get `sampling.train_views`, others 1), the frame size, the frame cache folder, and the index's
     min_frames (scan judged lengths by packet counts; extraction checks the decoded counts)."""
-    from videoseq.cache import default_cache_dir
-    from videoseq.dataset import DatasetIndex
-    from videoseq.encoders import build_encoder
+    from videoseq.data.cache import default_cache_dir
+    from videoseq.data.dataset import DatasetIndex
+    from videoseq.models.encoders import build_encoder
 
     cfg = config_from_dict(config)
     size = cfg.sampling.size or build_encoder(cfg.model.encoder, weights=None, pooling=cfg.model.pooling).input_size
@@ -104,7 +104,7 @@ def extract_video(path: str, views: int, sampling: dict[str, Any], size: int, ca
     """Decode and cache the sampled frames of one video, views 0..views-1; returns how many clips were
     decoded now (0: all were in the frame cache already). Fails (VideoReadError, not retried) when the
     video decodes to fewer than `min_frames` frames."""
-    from videoseq.cache import FrameCache
+    from videoseq.data.cache import FrameCache
 
     cache, params = FrameCache(cache_root), SamplingConfig(**sampling)
     return sum(not cache.ensure(path, params, size=size, view=v, min_frames=min_frames)
@@ -146,7 +146,7 @@ def extract_videos(paths: list[str], views: list[int], sampling: dict[str, Any],
 @task(name="record-failures")
 def record_failures(index_path: str, failed: list[list[str]]) -> str:
     """Mark videos whose extraction failed in the index, so compare leaves them out and reports them."""
-    from videoseq.dataset import DatasetIndex
+    from videoseq.data.dataset import DatasetIndex
 
     if failed:
         index = DatasetIndex.from_json(index_path)
@@ -159,8 +159,8 @@ def record_failures(index_path: str, failed: list[list[str]]) -> str:
 @task(name="compare-heads")
 def compare(index_path: str, run_dir: str, config: dict[str, Any]) -> str:
     """Train and test every head on the extracted frames; returns the path of RUN_DIR/metrics.json."""
-    from videoseq.compare import compare_heads
-    from videoseq.dataset import DatasetIndex
+    from videoseq.learn.compare import compare_heads
+    from videoseq.data.dataset import DatasetIndex
 
     logger = get_run_logger()
     cfg = config_from_dict(config)

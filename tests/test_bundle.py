@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videoseq.bundle import choose_bundle, find_bundles, load_bundle, read_bundle_meta, save_bundle
+from videoseq.models.bundle import choose_bundle, find_bundles, load_bundle, read_bundle_meta, save_bundle
 from videoseq.config import Config, config_from_dict
 from videoseq.errors import BundleError
 
@@ -26,7 +26,7 @@ def tiny_config(*, frames: int = 4, size: int = 32) -> Config:
 def make_bundle(dest: Path, *, head: str = "lstm", classes: list[str] = CLASSES, seed: int = 0,
                 config: Config | None = None, val_accuracy: float = 0.5) -> Path:
     """A real (untrained, seeded) small_cnn + head classifier saved as a bundle."""
-    from videoseq.models import build_model
+    from videoseq.models.classifier import build_model
 
     config = config or tiny_config()
     torch.manual_seed(seed)
@@ -52,7 +52,7 @@ def _edit_config(bundle: Path, **changes) -> None:
 
 
 def test_round_trip_rebuilds_the_same_model(bundle_dir: Path) -> None:
-    from videoseq.models import build_model, fold_batchnorm
+    from videoseq.models.classifier import build_model, fold_batchnorm
 
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["config.json", "metrics.json", "model.pt"]
     assert [p.name for p in bundle_dir.parent.iterdir()] == ["bundle"]  # no temp folders left
@@ -89,7 +89,7 @@ def test_saving_again_replaces_the_bundle_atomically(tmp_path: Path) -> None:
 def test_loading_never_uses_the_configured_weights(tmp_path: Path) -> None:
     """The config names weights that do not exist here; the bundle's state dict is all that is read."""
     cfg = tiny_config()
-    from videoseq.models import build_model
+    from videoseq.models.classifier import build_model
     model = build_model(cfg.model, "gru", 3)
     cfg.model.weights = str(tmp_path / "nowhere" / "weights.pt")
     save_bundle(tmp_path / "b", model=model, head="gru", config=cfg, classes=CLASSES, metrics={})
@@ -194,3 +194,16 @@ def test_a_plain_pickle_is_refused_too(bundle_dir: Path, tmp_path: Path) -> None
     with pytest.raises(BundleError, match=r"model.pt: refused to load: .*\(\S*open\)"):
         load_bundle(bundle_dir)
     assert not marker.exists()
+
+
+def test_a_bundle_written_by_videoseq_0_1_still_loads_and_predicts_the_same() -> None:
+    """tests/fixtures/bundle-0.1-lstm was saved by videoseq 0.1 (flat module layout, small_cnn + motion
+    stream + lstm); expected.json holds its probabilities on a seeded input, computed then."""
+    fixture = Path(__file__).parent / "fixtures" / "bundle-0.1-lstm"
+    expected = json.loads((fixture / "expected.json").read_text())
+    bundle = load_bundle(fixture)
+    assert bundle.head == "lstm" and bundle.classes == CLASSES and bundle.meta["videoseq_version"] == "0.1.0"
+    frames = torch.rand(*expected["shape"], generator=torch.Generator().manual_seed(expected["seed"]))
+    with torch.no_grad():
+        probs = bundle.model(frames, None).softmax(-1)
+    assert torch.allclose(probs, torch.tensor(expected["probs"]), atol=1e-5)

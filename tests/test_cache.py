@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from media import frame_number, truncate, write_faststart_mp4, write_opencv, write_text
-from videoseq.cache import FrameCache, default_cache_dir, extract_dataset, file_digest
+from videoseq.data.cache import FrameCache, default_cache_dir, extract_dataset, file_digest
 from videoseq.config import DataConfig, RuntimeConfig, SamplingConfig
-from videoseq.dataset import DatasetIndex, scan_dataset
-from videoseq.decode import index_packets
+from videoseq.data.dataset import DatasetIndex, scan_dataset
+from videoseq.io.decode import index_packets
 from videoseq.errors import VideoReadError
-from videoseq.video import iter_frames, sample_indices
+from videoseq.io.video import iter_frames, sample_indices
 
 REPO = Path(__file__).resolve().parents[1]
 T4 = SamplingConfig(frames=4)
@@ -176,9 +176,9 @@ def test_extraction_confirms_counts_and_enforces_min_frames(tmp_path):
 
 _KILLED_RUN = """
 import sys
-from videoseq.cache import FrameCache, extract_dataset
+from videoseq.data.cache import FrameCache, extract_dataset
 from videoseq.config import SamplingConfig
-from videoseq.dataset import DatasetIndex
+from videoseq.data.dataset import DatasetIndex
 index = DatasetIndex.from_json(sys.argv[1])
 extract_dataset(index, FrameCache(sys.argv[2]), SamplingConfig(frames=8), size=48, workers=2, progress=False)
 """

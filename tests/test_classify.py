@@ -17,11 +17,11 @@ import torch
 from media import truncate, write_empty, write_h264, write_opencv, write_text
 from test_bundle import _edit_config, _Payload, make_bundle
 
-from videoseq.bundle import load_bundle
-from videoseq.cache import FrameCache
+from videoseq.models.bundle import load_bundle
+from videoseq.data.cache import FrameCache
 from videoseq.cli import main
 from videoseq.config import INFERENCE_BATCH_SIZE
-from videoseq.predict import FailedInput, Prediction, classify_paths
+from videoseq.infer.predict import FailedInput, Prediction, classify_paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_decoding_runs_a_bounded_distance_ahead(videos, lstm) -> None:
         # batch being gathered (B - 1 clips)
         assert len(ahead) == 30 and ahead[0] >= 1                        # decoding did run ahead
         assert max(ahead) <= 5 + 2 * batch_size + batch_size - 1
-    from videoseq.predict import Sampling, prefetch_depth
+    from videoseq.infer.predict import Sampling, prefetch_depth
     assert prefetch_depth(Sampling(16, 224, "repeat"), workers=2, batch_size=1) * 16 * 224 * 224 * 3 \
         <= 128 << 20                                                     # the default: a memory budget
 
@@ -92,7 +92,7 @@ def test_capture_threads_are_per_thread_and_validated(videos) -> None:
 
     import cv2
 
-    from videoseq import decode
+    from videoseq.io import decode
 
     def threads_of_a_capture() -> int:
         cap = decode.open_capture(videos["h264"])
@@ -124,11 +124,11 @@ def test_side_by_side_decodes_split_ffmpeg_threads_and_inference_threads_are_res
     import logging
     import threading
 
-    from videoseq.decode import DECODE_THREADS
-    from videoseq.predict import inference_threads
+    from videoseq.io.decode import DECODE_THREADS
+    from videoseq.infer.predict import inference_threads
 
     torch.set_num_threads(2)
-    with caplog.at_level(logging.DEBUG, logger="videoseq.predict"):
+    with caplog.at_level(logging.DEBUG, logger="videoseq.infer.predict"):
         list(classify_paths([videos["v0"], videos["v1"]], lstm, workers=2))
         shared = [r.getMessage() for r in caplog.records if "FFmpeg thread" in r.getMessage()]
         caplog.clear()
@@ -148,8 +148,8 @@ def test_side_by_side_decodes_split_ffmpeg_threads_and_inference_threads_are_res
 
 
 def test_prediction_matches_the_model_run_by_hand(videos, lstm) -> None:
-    from videoseq.transforms import frames_to_tensor
-    from videoseq.video import read_frames
+    from videoseq.models.transforms import frames_to_tensor
+    from videoseq.io.video import read_frames
 
     clip = read_frames(videos["h264"], count=4, size=32)
     x = frames_to_tensor(clip.frames, size=lstm.input_size, mean=lstm.mean, std=lstm.std)[None]  # (1, T, 3, S, S)
@@ -204,7 +204,7 @@ class _Unpicklable(Exception):
 
 
 def test_process_stream_returns_errors_as_text_and_stops_early() -> None:
-    from videoseq.pool import JobError, ProcessStream
+    from videoseq.io.pool import JobError, ProcessStream
 
     with ProcessStream(workers=2) as stream:
         futures = [stream.submit(_raises_unpicklable, x) for x in range(4)]
@@ -222,7 +222,7 @@ def test_process_stream_returns_errors_as_text_and_stops_early() -> None:
 def test_workers_that_die_on_start_up_are_an_error_not_crashed_files(tmp_path) -> None:
     """A script without `if __name__ == '__main__':` re-runs itself in each worker: say so, once."""
     script = tmp_path / "unguarded.py"
-    script.write_text("from videoseq.pool import ProcessStream\n"
+    script.write_text("from videoseq.io.pool import ProcessStream\n"
                       "with ProcessStream(workers=1) as s:\n"
                       "    print(s.submit(abs, -1).result())\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from videoseq.compare import compare_heads
+from videoseq.learn.compare import compare_heads
 from videoseq.config import load_config
-from videoseq.encoders import FrameEncoder
+from videoseq.models.encoders import FrameEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ TINY = ["model.encoder=small_cnn", "model.weights=null", "model.pooling=grid2", 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
-    from videoseq.synthetic import generate_dataset
+    from videoseq.synthetic.generate import generate_dataset
 
     dest = tmp_path_factory.mktemp("data") / "direction"
     return generate_dataset(dest, task="direction", videos_per_class=5, frames=(12, 16), size=(64, 64),
@@ -117,8 +117,8 @@ def test_run_directory_schema_report_and_bundles(reference, tiny_root):
     assert "| per_frame |" in report and "McNemar" in report and "plots/confusion.png" in report
 
     # bundles: the best seed of each head, loadable alone, reproducing that seed's test accuracy
-    from videoseq.bundle import load_bundle
-    from videoseq.predict import classify_paths
+    from videoseq.models.bundle import load_bundle
+    from videoseq.infer.predict import classify_paths
 
     tests = [str(p) for p in sorted(tiny_root.glob("test/*/*")) if p.is_file()]
     for head in ("per_frame", "lstm", "conv1d"):
@@ -202,7 +202,7 @@ CONTRASTS = {
 @pytest.mark.parametrize("task", list(CONTRASTS))
 def test_memory_contrast_on_synthetic_task(task, tmp_path):
     """The headline result: memory helps exactly where one frame cannot tell the class."""
-    from videoseq.synthetic import generate_dataset
+    from videoseq.synthetic.generate import generate_dataset
 
     per_class, (config, *overrides), check, claim = CONTRASTS[task]
     root = generate_dataset(tmp_path / task, task=task, videos_per_class=per_class, progress=False)

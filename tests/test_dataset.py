@@ -15,12 +15,12 @@ from media import (truncate, write_audio_only, write_empty, write_faststart_mp4,
                    write_text)
 from videoseq.cli import main
 from videoseq.config import DataConfig
-from videoseq.decode import index_packets
-from videoseq.dataset import DatasetIndex, scan_dataset
+from videoseq.io.decode import index_packets
+from videoseq.data.dataset import DatasetIndex, scan_dataset
 from videoseq.errors import DatasetError
-from videoseq.pool import JobCrash, run_jobs
-from videoseq.splits import SplitItem, make_splits
-from videoseq.video import iter_frames
+from videoseq.io.pool import JobCrash, run_jobs
+from videoseq.data.splits import SplitItem, make_splits
+from videoseq.io.video import iter_frames
 
 REPO = Path(__file__).resolve().parents[1]
 FRACTIONS = {"val": 0.15, "test": 0.15}

@@ -8,11 +8,11 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from videoseq import lite0
-from videoseq.encoders import (TORCHVISION, WeightsError, build_encoder, hub_checkpoint_path,
+from videoseq.models import lite0
+from videoseq.models.encoders import (TORCHVISION, WeightsError, build_encoder, hub_checkpoint_path,
                                lite0_packaged_weights, list_encoders)
 from videoseq.errors import VideoseqError
-from videoseq.transforms import frames_to_tensor
+from videoseq.models.transforms import frames_to_tensor
 
 ENCODERS = list_encoders()
 

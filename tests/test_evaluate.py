@@ -10,11 +10,11 @@ import pytest
 from media import write_empty, write_opencv
 from test_bundle import CLASSES, make_bundle
 
-from videoseq.bundle import load_bundle
-from videoseq.cache import FrameCache, default_cache_dir
+from videoseq.models.bundle import load_bundle
+from videoseq.data.cache import FrameCache, default_cache_dir
 from videoseq.cli import main
-from videoseq.evaluation import evaluate_paths
-from videoseq.predict import classify_paths
+from videoseq.infer.evaluation import evaluate_paths
+from videoseq.infer.predict import classify_paths
 
 
 @pytest.fixture(scope="module")

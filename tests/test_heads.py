@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from videoseq.errors import VideoseqError
-from videoseq.heads import build_head, list_heads
+from videoseq.models.heads import build_head, list_heads
 
 HEADS = list_heads()
 TEMPORAL = [h for h in HEADS if h != "per_frame"]
@@ -200,7 +200,7 @@ M = 4   # the last M of D input dimensions are motion
 def test_input_normalisation_folds_exactly_with_a_motion_stream(name):
     """A head trained on standardised features, folded, gives the same output on raw features:
     both streams of a temporal head, the appearance part alone for per_frame."""
-    from videoseq.features import fold_input_normalization
+    from videoseq.data.features import fold_input_normalization
 
     head = make(name, motion_dim=M)
     assert head.embed.input_linears()[0][0].in_features == D - M

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from videoseq import metrics
+from videoseq.learn import metrics
 
 
 def test_accuracy_and_confusion_by_hand():

@@ -9,12 +9,12 @@ import torch
 
 from media import write_opencv
 from videoseq.config import ModelConfig
-from videoseq.encoders import build_encoder
-from videoseq.heads import build_head, list_heads
-from videoseq.models import VideoClassifier, build_model
-from videoseq.motion import build_motion
-from videoseq.transforms import frames_to_tensor
-from videoseq.video import read_frames
+from videoseq.models.encoders import build_encoder
+from videoseq.models.heads import build_head, list_heads
+from videoseq.models.classifier import VideoClassifier, build_model
+from videoseq.models.motion import build_motion
+from videoseq.models.transforms import frames_to_tensor
+from videoseq.io.video import read_frames
 
 SMALL = ModelConfig(encoder="small_cnn", weights=None, pooling="grid2", hidden=16, dropout=0.1)
 
@@ -172,7 +172,7 @@ def test_only_temporal_heads_read_the_motion_stream(head, clips):
 def test_fold_batchnorm_folds_every_conv_bn_pair_and_keeps_the_function(encoder, clips):
     """load_bundle folds BatchNorm into the convolutions (inference speed): every pair, found in
     nn.Sequential blocks or named by `conv_bn_pairs` (Lite0's MBConv), and the output is unchanged."""
-    from videoseq.models import fold_batchnorm
+    from videoseq.models.classifier import fold_batchnorm
 
     x, _ = clips
     torch.manual_seed(0)

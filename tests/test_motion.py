@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from media import ffmpeg_exe
-from videoseq.encoders import IMAGENET_MEAN, IMAGENET_STD
-from videoseq.motion import BlockMatchMotion, build_motion, list_motions
+from videoseq.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+from videoseq.models.motion import BlockMatchMotion, build_motion, list_motions
 from videoseq.registry import UnknownNameError
-from videoseq.transforms import frames_to_tensor
-from videoseq.video import read_frames
+from videoseq.models.transforms import frames_to_tensor
+from videoseq.io.video import read_frames
 
 SIDE = 112
 

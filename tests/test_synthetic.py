@@ -17,9 +17,9 @@ from scipy.stats import chi2_contingency, ks_2samp
 from videoseq.cli import main
 from videoseq.config import DataConfig
 from videoseq.errors import DatasetError
-from videoseq.synthetic import TASKS, generate_dataset, get_task, render_clip, resolve_task
-from videoseq.synthetic_render import CODECS, write_video
-from videoseq.video import iter_frames, read_frames
+from videoseq.synthetic.generate import TASKS, generate_dataset, get_task, render_clip, resolve_task
+from videoseq.synthetic.render import CODECS, write_video
+from videoseq.io.video import iter_frames, read_frames
 
 P_MIN = 1e-3            # a class-dependent single-frame distribution fails this easily (see test below)
 
@@ -215,7 +215,7 @@ def test_every_good_file_reads_and_the_sequence_rule_recovers_its_label(directio
 
 
 def test_the_scanner_indexes_good_files_ok_and_skips_each_broken_one(direction_ds):
-    from videoseq.dataset import scan_dataset
+    from videoseq.data.dataset import scan_dataset
     index = scan_dataset(direction_ds, DataConfig(), workers=0)
     meta = json.loads((direction_ds / "generate.json").read_text())
     assert len(index.ok()) == len(meta["videos"])

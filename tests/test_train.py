@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from videoseq.batches import FeatureBatches
+from videoseq.data.batches import FeatureBatches
 from videoseq.config import TrainConfig
-from videoseq.features import SplitFeatures
-from videoseq.heads import build_head
-from videoseq.train import evaluate, fit, warmup_cosine
+from videoseq.data.features import SplitFeatures
+from videoseq.models.heads import build_head
+from videoseq.learn.train import evaluate, fit, warmup_cosine
 
 
 def order_task(n: int, *, seed: int, t: int = 6, d: int = 8) -> SplitFeatures:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import media
-from videoseq import decode
+from videoseq.io import decode
 from videoseq.errors import VideoReadError
-from videoseq.video import iter_frames, probe, read_frames, resize_crop, sample_indices
+from videoseq.io.video import iter_frames, probe, read_frames, resize_crop, sample_indices
 
 S = 32  # frame side in these tests: the drawn frame numbers survive it
 

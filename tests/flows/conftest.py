@@ -90,9 +90,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """A real (untrained) small_cnn + lstm bundle for the tiny clips: 2 classes, 4 frames of 32x32."""
     import torch
 
-    from videoseq.bundle import save_bundle
+    from videoseq.models.bundle import save_bundle
     from videoseq.config import config_from_dict
-    from videoseq.models import build_model
+    from videoseq.models.classifier import build_model
 
     config = config_from_dict({"sampling": {"frames": 4, "size": 32},
                                "model": {"encoder": "small_cnn", "weights": None, "pooling": "avg", "hidden": 8}})

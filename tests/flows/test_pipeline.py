@@ -105,7 +105,7 @@ def test_a_video_that_breaks_at_extraction_fails_its_own_task_only(tiny_dataset,
 def test_extraction_tasks_enforce_min_frames_on_the_decoded_count(tiny_dataset, tmp_path):
     """scan judges by packet count; the extraction task is where a too-short video is caught."""
     from flows.pipeline import extract_videos
-    from videoseq.video import probe
+    from videoseq.io.video import probe
 
     good = sorted(str(p) for p in (tiny_dataset / "test").rglob("*.avi"))
     shortest = min(probe(p, count_frames=True).num_frames for p in good)

@@ -42,9 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.bundle import choose_bundle, find_bundles, read_bundle_meta
+    from videoseq.models.bundle import choose_bundle, find_bundles, read_bundle_meta
     from videoseq.config import VIDEO_EXTENSIONS
-    from videoseq.predict import FailedInput, classify_paths_multi, load_bundles_async
+    from videoseq.infer.predict import FailedInput, classify_paths_multi, load_bundles_async
 
     if args.compare and args.head:
         return _usage("--compare runs every head; leave out --head")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _per_frame_companion(model: str, meta: dict) -> Path | None:
-    from videoseq.bundle import find_bundles, read_bundle_meta
+    from videoseq.models.bundle import find_bundles, read_bundle_meta
     from videoseq.errors import BundleError
 
     try:
@@ -162,7 +162,7 @@ def _report_failure(path: str, reason: str, *, as_json: bool) -> None:
 
 
 def _write_timeline(target: str, results, used: dict[str, int]) -> None:
-    from videoseq.timeline import plot_timeline
+    from videoseq.infer.timeline import plot_timeline
 
     # the head with memory draws the lines; the per_frame baseline (if any) each frame's own dots
     main = next((r for r in results if r.head != "per_frame"), results[0])

@@ -36,8 +36,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.compare import compare_heads
-    from videoseq.report import table, verdicts
+    from videoseq.learn.compare import compare_heads
+    from videoseq.learn.report import table, verdicts
 
     args.overrides = overrides_from_args(args) + list(args.overrides)
     config = config_from_args(args)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     prepare_prefect_environment()
     from videoseq.config import load_config
-    from videoseq.synthetic import generate_dataset
+    from videoseq.synthetic.generate import generate_dataset
 
     t0 = time.perf_counter()
     config = Path(args.config) if args.config else default_config()

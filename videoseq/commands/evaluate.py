@@ -29,11 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    from videoseq.bundle import load_bundle
-    from videoseq.cache import FrameCache, default_cache_dir
-    from videoseq.dataset import scan_dataset
+    from videoseq.models.bundle import load_bundle
+    from videoseq.data.cache import FrameCache, default_cache_dir
+    from videoseq.data.dataset import scan_dataset
     from videoseq.errors import DatasetError
-    from videoseq.evaluation import evaluate_paths
+    from videoseq.infer.evaluation import evaluate_paths
 
     bundle = load_bundle(args.bundle, device=args.device)
     index = scan_dataset(args.root, bundle.config.data, workers=args.workers)

@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from videoseq.synthetic import SPLITS, generate_dataset
+    from videoseq.synthetic.generate import SPLITS, generate_dataset
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
     dest = generate_dataset(args.dest, task=args.task, videos_per_class=args.videos_per_class,

@@ -41,7 +41,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     import json
     from pathlib import Path
 
-    from videoseq.report import table
+    from videoseq.learn.report import table
 
     metrics = json.loads(Path(summary["metrics"]).read_text())
     print(f"frames: {summary['extracted']} videos extracted, {summary['cached']} from the cache, "

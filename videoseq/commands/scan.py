@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.dataset import scan_dataset
+    from videoseq.data.dataset import scan_dataset
 
     cfg = config_from_args(args)
     if args.group_regex is not None:

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videoseq.compare import train_bundle
-    from videoseq.heads import list_heads
+    from videoseq.learn.compare import train_bundle
+    from videoseq.models.heads import list_heads
     from videoseq.errors import ConfigError
 
     if args.head not in list_heads():

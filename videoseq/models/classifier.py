@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from videoseq.config import ModelConfig
-from videoseq.encoders import FrameEncoder, build_encoder, weights_label
-from videoseq.heads import TemporalHead, build_head
-from videoseq.motion import build_motion
+from videoseq.models.encoders import FrameEncoder, build_encoder, weights_label
+from videoseq.models.heads import TemporalHead, build_head
+from videoseq.models.motion import build_motion
 
 
 class VideoClassifier(nn.Module):

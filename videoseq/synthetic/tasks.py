@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from videoseq.synthetic_render import (Scene, Track, moving_distractors, render_scene,
+from videoseq.synthetic.render import (Scene, Track, moving_distractors, render_scene,
                                        saturated_color, textured_background)
 
 RED_HUE, BLUE_HUE = 0.0, 120.0          # OpenCV hue scale (0..180)

@@ -21,12 +21,12 @@ from typing import Sequence
 
 import numpy as np
 
-from videoseq.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from videoseq.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from videoseq.errors import ConfigError, DatasetError
-from videoseq.footage import FOOTAGE_TASKS, default_sources, load_source, scene_classes
+from videoseq.synthetic.footage import FOOTAGE_TASKS, default_sources, load_source, scene_classes
 from videoseq.registry import UnknownNameError
-from videoseq.synthetic_render import CODECS, write_video
-from videoseq.synthetic_tasks import SYNTHETIC_TASKS, TaskSpec
+from videoseq.synthetic.render import CODECS, write_video
+from videoseq.synthetic.tasks import SYNTHETIC_TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def generate_dataset(dest: str | Path, *, task: str, videos_per_class: int = 20,
     tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         jobs, records = _plan_jobs(tmp, spec, params, srcs)
-        from videoseq.pool import run_jobs
+        from videoseq.io.pool import run_jobs
         results = run_jobs(_make_video, jobs, workers=workers if len(jobs) > 4 else 0,
                            progress=progress, desc=f"generate {task}")
         for rec, res in zip(records, results):

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from videoseq.config import DataConfig
 from videoseq.errors import DatasetError
-from videoseq.splits import SPLITS, compile_group_regex, group_of
+from videoseq.data.splits import SPLITS, compile_group_regex, group_of
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "split", "group")

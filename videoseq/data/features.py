@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from videoseq.atomic import atomic_save_npz
+from videoseq.io.atomic import atomic_save_npz
 from videoseq.config import SamplingConfig, config_digest
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class FeatureStore:
         self.encoded_frames = 0     # frames this store has pushed through the encoder (for logs/tests)
 
     def entry_path(self, path: str, sampling: SamplingConfig, *, size: int, view: int) -> Path:
-        from videoseq.cache import file_digest
+        from videoseq.data.cache import file_digest
 
         params = config_digest({"frames": sampling.frames, "short": sampling.short, "size": size})
         return self.dir / f"{file_digest(path)}-{params}-v{view}.npz"
@@ -138,8 +138,8 @@ class FeatureStore:
     def _encode_missing(self, refs, missing, out, frame_cache, sampling, *, size, progress) -> None:
         from tqdm.auto import tqdm
 
-        from videoseq.models import fold_batchnorm
-        from videoseq.transforms import frames_to_tensor
+        from videoseq.models.classifier import fold_batchnorm
+        from videoseq.models.transforms import frames_to_tensor
 
         # a copy with BatchNorm folded into the convolutions (Lite0 ~27% faster; the same features to
         # ~1e-6, as a bundle computes them); the store's identity is the encoder's own weights

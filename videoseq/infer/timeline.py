@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from videoseq.atomic import atomic_write_bytes
+from videoseq.io.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from videoseq.predict import Prediction
+    from videoseq.infer.predict import Prediction
 
 MAX_LINES = 8  # classes drawn: the most probable at any step, so 400-class models stay readable
 

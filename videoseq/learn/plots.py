@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from videoseq.atomic import atomic_write_bytes  # noqa: E402
+from videoseq.io.atomic import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

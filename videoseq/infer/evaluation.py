@@ -14,11 +14,11 @@ import numpy as np
 
 from videoseq.config import INFERENCE_BATCH_SIZE
 from videoseq.errors import VideoseqError
-from videoseq.predict import FailedInput, Prediction, classify_paths
+from videoseq.infer.predict import FailedInput, Prediction, classify_paths
 
 if TYPE_CHECKING:
-    from videoseq.bundle import Bundle
-    from videoseq.cache import FrameCache
+    from videoseq.models.bundle import Bundle
+    from videoseq.data.cache import FrameCache
 
 
 class Evaluation(NamedTuple):
@@ -43,7 +43,7 @@ def evaluate_paths(bundle: "Bundle", paths: Sequence[str], labels: Sequence[str]
                    batch_size: int = INFERENCE_BATCH_SIZE, workers: int = 2,
                    cache: "FrameCache | None" = None) -> Evaluation:
     """Predict labelled videos through `classify_paths` and score them (metrics.py)."""
-    from videoseq.metrics import confusion_matrix, mean_class_accuracy, wilson_interval
+    from videoseq.learn.metrics import confusion_matrix, mean_class_accuracy, wilson_interval
 
     unknown = sorted(set(labels) - set(bundle.classes))
     if unknown:

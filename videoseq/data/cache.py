@@ -23,11 +23,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from videoseq.atomic import atomic_save_npz
+from videoseq.io.atomic import atomic_save_npz
 from videoseq.config import RuntimeConfig, SamplingConfig
-from videoseq.dataset import length_status
+from videoseq.data.dataset import length_status
 from videoseq.errors import VideoReadError
-from videoseq.pool import JobCrash, run_jobs
+from videoseq.io.pool import JobCrash, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class FrameCache:
 
     @staticmethod
     def _extract(path: str | Path, digest: str, sampling: SamplingConfig, size: int, view: int):
-        from videoseq.video import read_frames
+        from videoseq.io.video import read_frames
 
         if view == 0:
             return read_frames(path, count=sampling.frames, size=size, mode="uniform", short=sampling.short)
@@ -131,7 +131,7 @@ class FrameCache:
     @staticmethod
     def _load(entry: Path, path: str | Path, count: int, size: int):
         """The stored clip, or None (a miss) when the entry is corrupt, partial or from another format."""
-        from videoseq.video import Clip, VideoInfo
+        from videoseq.io.video import Clip, VideoInfo
 
         try:
             with np.load(entry) as z:

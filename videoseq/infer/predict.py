@@ -42,12 +42,12 @@ import numpy as np
 
 from videoseq.config import INFERENCE_BATCH_SIZE
 from videoseq.errors import VideoseqError
-from videoseq.pool import JobCrash, JobError, ProcessStream
+from videoseq.io.pool import JobCrash, JobError, ProcessStream
 
 if TYPE_CHECKING:
-    from videoseq.bundle import Bundle
-    from videoseq.cache import FrameCache
-    from videoseq.video import Clip
+    from videoseq.models.bundle import Bundle
+    from videoseq.data.cache import FrameCache
+    from videoseq.io.video import Clip
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def load_bundles_async(paths: Sequence[str | Path], *, device: str = "cpu") -> t
     """Check the bundles' config.json now (cheap, no torch) and load the models in a background thread.
 
     Returns their common sampling and a Future of the loaded bundles, for `classify_paths_multi`."""
-    from videoseq.bundle import load_bundle, read_bundle_meta
+    from videoseq.models.bundle import load_bundle, read_bundle_meta
 
     samplings = {Sampling(int(m["sampling"]["frames"]), int(m["sampling"]["size"]), str(m["sampling"]["short"]))
                  for m in (read_bundle_meta(p) for p in paths)}
@@ -242,7 +242,7 @@ def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int 
     Clips are run `batch_size` at a time (default: all), each forward padded to exactly that many."""
     import torch
 
-    from videoseq.transforms import frames_to_tensor
+    from videoseq.models.transforms import frames_to_tensor
 
     size = batch_size or len(clips)
     model = bundle.model
@@ -290,7 +290,7 @@ def _decode_job(path: str, sampling: Sampling, cache: "FrameCache | None",
 
 
 def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_side: int) -> Decoded:
-    from videoseq import decode
+    from videoseq.io import decode
 
     started = time.perf_counter()
     threads = max(1, decode.DECODE_THREADS // side_by_side)
@@ -300,7 +300,7 @@ def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_s
         config = SamplingConfig(frames=sampling.frames, size=sampling.size, short=sampling.short)
         clip = cache.load_or_extract(path, config, size=sampling.size)
     else:
-        from videoseq.video import read_frames
+        from videoseq.io.video import read_frames
         clip = read_frames(path, count=sampling.frames, size=sampling.size, mode="uniform",
                            short=sampling.short)
     return Decoded(clip, time.perf_counter() - started, threads, os.getpid())

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 import cv2
 import numpy as np
 
-from .errors import VideoReadError
+from videoseq.errors import VideoReadError
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from videoseq import lite0
+from videoseq.models import lite0
 from videoseq.errors import VideoseqError
 from videoseq.registry import Registry
 

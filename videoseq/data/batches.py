@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from videoseq.config import SamplingConfig
-from videoseq.features import SplitFeatures
+from videoseq.data.features import SplitFeatures
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -93,7 +93,7 @@ class ClipBatches:
         return item
 
     def load(self, idx: torch.Tensor, view: torch.Tensor) -> Batch:
-        from videoseq.transforms import frames_to_tensor
+        from videoseq.models.transforms import frames_to_tensor
 
         clips = [self.clip(i, v) for i, v in zip(idx.tolist(), view.tolist())]
         frames = np.stack([f for f, _ in clips])                           # (B, T, S, S, 3) uint8

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-PRELOAD = ("videoseq.video", "videoseq.dataset", "videoseq.cache")   # imported once, in the fork server
+PRELOAD = ("videoseq.io.video", "videoseq.data.dataset", "videoseq.data.cache")   # imported once, in the fork server
 
 
 class JobCrash(NamedTuple):

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from videoseq.errors import DatasetError, VideoReadError
-from videoseq.synthetic_render import finish_frames
-from videoseq.synthetic_tasks import TaskSpec, ramp
+from videoseq.synthetic.render import finish_frames
+from videoseq.synthetic.tasks import TaskSpec, ramp
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def load_source(source: str) -> np.ndarray:
 
     Decoded once per machine: the result is kept as a .npy under `<cache>/sources/` and memory-mapped,
     so every worker process shares one copy (keyed by path, size, mtime and the limits above)."""
-    from videoseq.atomic import atomic_write_bytes
-    from videoseq.cache import default_cache_dir
+    from videoseq.io.atomic import atomic_write_bytes
+    from videoseq.data.cache import default_cache_dir
     from videoseq.config import RuntimeConfig
 
     if source.startswith("skimage:"):

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoseq.atomic import atomic_write_json
+from videoseq.io.atomic import atomic_write_json
 from videoseq.config import DataConfig
 from videoseq.errors import DatasetError, VideoReadError
-from videoseq.layouts import find_videos
-from videoseq.pool import JobCrash, run_jobs
-from videoseq.splits import SPLITS, SplitItem, check_splits, make_splits
+from videoseq.data.layouts import find_videos
+from videoseq.io.pool import JobCrash, run_jobs
+from videoseq.data.splits import SPLITS, SplitItem, check_splits, make_splits
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def probe_status(path: str, min_frames: int) -> tuple[str, int | None, bool]:
     (exact=False) or a decoded count (exact=True), None when unreadable. Decodes the first frame only,
     unless the packets promise fewer than `min_frames` (then counts by decoding before calling the file
     too short). Never raises: runs in pool workers."""
-    from videoseq.video import probe
+    from videoseq.io.video import probe
 
     try:
         info = probe(path)

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videoseq import __version__
-from videoseq.atomic import atomic_torch_save, atomic_write_json
+from videoseq.io.atomic import atomic_torch_save, atomic_write_json
 from videoseq.config import Config, config_from_dict
 from videoseq.errors import BundleError, ConfigError
 
 if TYPE_CHECKING:  # torch is imported lazily: `videoseq --help` must stay instant
     import torch
 
-    from videoseq.models import VideoClassifier
+    from videoseq.models.classifier import VideoClassifier
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     enc = meta["encoder"]
     state = _load_state(path / "model.pt")
 
-    from videoseq.encoders import list_encoders
-    from videoseq.heads import list_heads
-    from videoseq.models import build_model, fold_batchnorm
+    from videoseq.models.encoders import list_encoders
+    from videoseq.models.heads import list_heads
+    from videoseq.models.classifier import build_model, fold_batchnorm
 
     if enc["name"] not in list_encoders():
         raise BundleError(f"{path}: unknown encoder {enc['name']!r} in config.json; "

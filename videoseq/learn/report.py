@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from videoseq import metrics as M
-from videoseq.atomic import atomic_write_json, atomic_write_text
+from videoseq.learn import metrics as M
+from videoseq.io.atomic import atomic_write_json, atomic_write_text
 from videoseq.config import Config
 
 if TYPE_CHECKING:
-    from videoseq.compare import Data, HeadRun
+    from videoseq.learn.compare import Data, HeadRun
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def summarise(data: "Data", runs: dict[str, list["HeadRun"]], config: Config, *,
 def save_bundles(out: Path, data: "Data", runs: dict[str, list["HeadRun"]], config: Config,
                  metrics: dict) -> None:
     """models/<head>/: the seed with the best validation accuracy, as a bundle."""
-    from videoseq.bundle import save_bundle
-    from videoseq.compare import whole_model
+    from videoseq.models.bundle import save_bundle
+    from videoseq.learn.compare import whole_model
 
     for head, rs in runs.items():
         m = metrics["models"][head]
@@ -107,7 +107,7 @@ def save_bundles(out: Path, data: "Data", runs: dict[str, list["HeadRun"]], conf
 
 
 def write_plots(out: Path, runs: dict[str, list["HeadRun"]], metrics: dict) -> dict[str, str]:
-    from videoseq import plots
+    from videoseq.learn import plots
 
     classes = metrics["dataset"]["classes"]
     files = {

@@ -21,8 +21,8 @@ from typing import Iterator, Literal, NamedTuple
 import cv2
 import numpy as np
 
-from . import decode
-from .errors import VideoReadError
+from videoseq.io import decode
+from videoseq.errors import VideoReadError
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import torch
 
 from videoseq.config import Config, config_digest
 from videoseq.errors import DatasetError
-from videoseq.features import feature_stats, fold_input_normalization
-from videoseq.train import EvalResult, FitResult, evaluate, fit
+from videoseq.data.features import feature_stats, fold_input_normalization
+from videoseq.learn.train import EvalResult, FitResult, evaluate, fit
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_index(root_or_index, config: Config, *, progress: bool):
     """A DatasetIndex as given, or scanned from a dataset root."""
-    from videoseq.dataset import DatasetIndex, scan_dataset
+    from videoseq.data.dataset import DatasetIndex, scan_dataset
 
     if isinstance(root_or_index, DatasetIndex):
         return root_or_index
@@ -64,9 +64,9 @@ class Data(NamedTuple):
 def prepare_data(root_or_index, config: Config, *, device: torch.device, progress: bool,
                  emit: EventHook) -> Data:
     """Scan (if needed), extract frames (cached), and in frozen mode compute features (cached)."""
-    from videoseq.cache import FrameCache, default_cache_dir, extract_dataset
-    from videoseq.encoders import build_encoder
-    from videoseq.features import FeatureStore
+    from videoseq.data.cache import FrameCache, default_cache_dir, extract_dataset
+    from videoseq.models.encoders import build_encoder
+    from videoseq.data.features import FeatureStore
 
     index = load_index(root_or_index, config, progress=progress)
     emit("scan", 1.0)
@@ -89,7 +89,7 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
         if not entries:
             raise DatasetError(f"{index.root}: no usable videos in the {name} split")
     if config.train.mode == "frozen":
-        from videoseq.motion import build_motion
+        from videoseq.models.motion import build_motion
         store = FeatureStore(cache_dir / "features", encoder, device=device,
                              motion=build_motion(config.model.motion))
         feats = {s: store.load_split(e, frame_cache, config.sampling, size=size,
@@ -108,7 +108,7 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
 
 def _batches(data: Data, config: Config, *, seed: int):
     """(train, val, test) batch iterators, seeded; a random view per video per epoch in training."""
-    from videoseq.batches import ClipBatches, FeatureBatches
+    from videoseq.data.batches import ClipBatches, FeatureBatches
 
     bs = config.train.batch_size
     if config.train.mode == "frozen":
@@ -117,7 +117,7 @@ def _batches(data: Data, config: Config, *, seed: int):
                                normalize=norm),
                 FeatureBatches(data.val, batch_size=bs, normalize=norm),
                 FeatureBatches(data.test, batch_size=bs))
-    from videoseq.cache import FrameCache, default_cache_dir
+    from videoseq.data.cache import FrameCache, default_cache_dir
 
     cache = FrameCache(Path(default_cache_dir(config.runtime)) / "frames")
     enc = data.encoder
@@ -132,9 +132,9 @@ def _batches(data: Data, config: Config, *, seed: int):
 
 def build_trainable(data: Data, config: Config, head: str, *, seed: int) -> torch.nn.Module:
     """A fresh head (frozen mode) or encoder + head (finetune), initialised from `seed`."""
-    from videoseq.heads import build_head
-    from videoseq.models import build_model, feature_dims
-    from videoseq.motion import build_motion
+    from videoseq.models.heads import build_head
+    from videoseq.models.classifier import build_model, feature_dims
+    from videoseq.models.motion import build_motion
 
     torch.manual_seed(seed)
     m = config.model
@@ -149,8 +149,8 @@ def build_trainable(data: Data, config: Config, head: str, *, seed: int) -> torc
 def whole_model(data: Data, config: Config, trained: torch.nn.Module) -> torch.nn.Module:
     """The trained model as a VideoClassifier (frames in): a frozen-mode head gets its encoder and
     motion stream back."""
-    from videoseq.models import VideoClassifier
-    from videoseq.motion import build_motion
+    from videoseq.models.classifier import VideoClassifier
+    from videoseq.models.motion import build_motion
 
     if config.train.mode == "finetune":
         return trained
@@ -210,7 +210,7 @@ def _train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path,
 def compare_heads(root_or_index, out_dir: str | Path, config: Config, *, progress: bool = True,
                   on_event: EventHook | None = None) -> dict:
     """Train and test `config.compare.heads` x `config.train.seeds`; write RUN_DIR; return metrics.json."""
-    from videoseq.report import write_run
+    from videoseq.learn.report import write_run
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -244,8 +244,8 @@ def train_bundle(root_or_index, dest: str | Path, config: Config, *, head: str, 
     """`videoseq train`: one head, the first seed, saved as a bundle at `dest`; returns its metrics."""
     import shutil
 
-    from videoseq import metrics as M
-    from videoseq.bundle import save_bundle
+    from videoseq.learn import metrics as M
+    from videoseq.models.bundle import save_bundle
 
     emit: EventHook = on_event or (lambda stage, fraction: None)
     dest = Path(dest)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoseq.atomic import atomic_torch_save
+from videoseq.io.atomic import atomic_torch_save
 from videoseq.config import TrainConfig
 
 log = logging.getLogger(__name__)

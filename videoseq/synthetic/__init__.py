@@ -1,0 +1,1 @@
+"""Synthetic and real-footage development datasets with known answers (`videoseq generate`)."""
