@@ -23,6 +23,7 @@ LEDGER_NAME = "results.jsonl"
 
 
 def default_ledger(inbox: str | Path) -> Path:
+    """Where the ledger of `inbox` lives: `<inbox>/.videoseq/results.jsonl` (hidden: never scanned)."""
     return Path(inbox) / LEDGER_DIR / LEDGER_NAME
 
 
@@ -74,18 +75,14 @@ def list_videos(inbox: str | Path, extensions: Iterable[str], *, min_age: float 
                 now: float | None = None) -> list[Path]:
     """Video files under `inbox` (recursively, hidden folders skipped), sorted; files modified less
     than `min_age` seconds ago are left for the next run (they may still be being copied in)."""
-    root = Path(inbox)
-    exts = {e.lower() for e in extensions}
+    from videoseq.io.files import walk_videos
+
     now = time.time() if now is None else now
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if name.startswith(".") or path.suffix.lower() not in exts:
-                continue
-            if min_age > 0 and now - path.stat().st_mtime < min_age:
-                logger.info("%s: modified %.0f s ago, left for the next run", path, now - path.stat().st_mtime)
-                continue
-            found.append(path)
+    for path in walk_videos(inbox, extensions):
+        age = now - path.stat().st_mtime
+        if min_age > 0 and age < min_age:
+            logger.info("%s: modified %.0f s ago, left for the next run", path, age)
+            continue
+        found.append(path)
     return found

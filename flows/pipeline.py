@@ -82,18 +82,14 @@ def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
     """What to extract, exactly as compare will read it: usable videos with their views (train videos
     get `sampling.train_views`, others 1), the frame size, the frame cache folder, and the index's
     min_frames (scan judged lengths by packet counts; extraction checks the decoded counts)."""
-    from videoseq.data.cache import default_cache_dir
     from videoseq.data.dataset import DatasetIndex
-    from videoseq.models.encoders import build_encoder
+    from videoseq.data.plan import extraction_plan
 
-    cfg = config_from_dict(config)
-    size = cfg.sampling.size or build_encoder(cfg.model.encoder, weights=None, pooling=cfg.model.pooling).input_size
-    train_views = max(1, cfg.sampling.train_views)
+    plan = extraction_plan(config_from_dict(config))
     index = DatasetIndex.from_json(index_path)
     entries = index.ok()
-    return {"paths": [e.path for e in entries],
-            "views": [train_views if e.split == "train" else 1 for e in entries],
-            "size": int(size), "cache_root": str(Path(default_cache_dir(cfg.runtime)) / "frames"),
+    return {"paths": [e.path for e in entries], "views": [plan.views(e.split) for e in entries],
+            "size": plan.size, "cache_root": str(plan.frames_dir),
             "min_frames": index.min_frames}
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from media import frame_number, truncate, write_faststart_mp4, write_opencv, write_text
-from videoseq.data.cache import FrameCache, default_cache_dir, extract_dataset, file_digest
+from videoseq.data.cache import FrameCache, extract_dataset, file_digest
+from videoseq.data.plan import default_cache_dir
 from videoseq.config import DataConfig, RuntimeConfig, SamplingConfig
 from videoseq.data.dataset import DatasetIndex, scan_dataset
 from videoseq.io.decode import index_packets

@@ -11,7 +11,8 @@ from media import write_empty, write_opencv
 from test_bundle import CLASSES, make_bundle
 
 from videoseq.models.bundle import load_bundle
-from videoseq.data.cache import FrameCache, default_cache_dir
+from videoseq.data.cache import FrameCache
+from videoseq.data.plan import default_cache_dir
 from videoseq.cli import main
 from videoseq.infer.evaluation import evaluate_paths
 from videoseq.infer.predict import classify_paths

@@ -20,6 +20,7 @@ COMMANDS = ("demo", "generate", "scan", "compare", "train", "evaluate", "classif
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `videoseq` parser: one subcommand per module named in `COMMANDS`, each with `--debug`."""
     parser = argparse.ArgumentParser(
         prog="videoseq",
         description="Classify videos as sequences of frames; measure whether memory over time helps.")
@@ -94,4 +95,5 @@ def _exit_now(code: int) -> None:
 
 
 def entry() -> None:
+    """The console script: run `main` with `fast_exit` and exit the process with its code."""
     sys.exit(main(fast_exit=True))

@@ -28,6 +28,8 @@ INFERENCE_BATCH_SIZE = 4
 
 @dataclass
 class DataConfig:
+    """The `data` section: which files are videos, how they are grouped and split, which are too short."""
+
     extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))  # files scanned as videos (case-insensitive)
     group_regex: str | None = None   # e.g. "_g(\\d+)_" (UCF101): clips of one group never span two splits
     val_fraction: float = 0.15       # share of each class carved out for validation when the layout has no val split
@@ -38,6 +40,8 @@ class DataConfig:
 
 @dataclass
 class SamplingConfig:
+    """The `sampling` section: frames taken per video, their size, and how short videos are filled."""
+
     frames: int = 16                 # T: frames per video, one per equal segment (TSN)
     size: int | None = None          # S: square side after shorter-side resize + centre crop; None = the encoder's input size
     short: str = "repeat"            # videos with < T frames: "repeat" frames, or "mask" the missing steps
@@ -46,6 +50,8 @@ class SamplingConfig:
 
 @dataclass
 class ModelConfig:
+    """The `model` section: frame encoder, its weights and pooling, motion stream, and the head's sizes."""
+
     encoder: str = "efficientnet_lite0"  # ImageNet features transfer to real footage; "small_cnn" for synthetic tasks
     weights: str | None = "DEFAULT"      # None (random init) | "DEFAULT" (the encoder's pretrained weights) | a local path
     pooling: str = "grid2"               # "avg" or "gridK" (KxK cells): motion direction is invisible after global avg
@@ -60,6 +66,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The `train` section: frozen or end-to-end training, optimiser, early stopping and seeds."""
+
     mode: str = "frozen"             # "frozen": features once, heads on the cache; "finetune": encoder + head end to end
     epochs: int = 40                 # upper bound; early stopping usually ends sooner
     batch_size: int = 32
@@ -73,12 +81,16 @@ class TrainConfig:
 
 @dataclass
 class CompareConfig:
+    """The `compare` section: the heads to compare (baseline first) and the bootstrap resamples."""
+
     heads: list[str] = field(default_factory=lambda: ["per_frame", "lstm"])  # the baseline first
     bootstrap: int = 2000            # resamples for paired bootstrap intervals
 
 
 @dataclass
 class RuntimeConfig:
+    """The `runtime` section: worker processes, cache folder, device, progress bars, flow task runner."""
+
     workers: int = 2                 # decode worker processes (extraction is CPU bound)
     cache_dir: str | None = None     # frames/features cache; None = $VIDEOSEQ_CACHE or ~/.cache/videoseq
     device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda"
@@ -90,6 +102,8 @@ class RuntimeConfig:
 
 @dataclass
 class Config:
+    """A whole configuration: one instance of each section, defaults wherever the YAML says nothing."""
+
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -98,9 +112,11 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts, one per section."""
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """The config as YAML text, fields in declaration order; `load_config` reads it back unchanged."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
@@ -123,6 +139,9 @@ def load_config(path: str | Path | None = None, *, overrides: list[str] | tuple[
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A `Config` from nested dicts (as YAML loads them), missing keys at their defaults.
+
+    Raises `ConfigError` on an unknown key or a value of the wrong type."""
     return _build(Config, raw, "")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from videoseq.config import INFERENCE_BATCH_SIZE
+from videoseq.io.files import walk_videos
 
 HELP = "classify video files with a trained model (a bundle, or a run folder's best head)"
 FAST_EXIT = True   # the console script skips interpreter teardown once the results are out (cli.py)
@@ -118,9 +119,7 @@ def expand_inputs(inputs: list[str], extensions: set[str]) -> Iterator[str | tup
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in extensions
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = sorted(str(p) for p in walk_videos(path, extensions))
             if not found:
                 yield raw, f"no video files in this folder (looked for {', '.join(sorted(extensions)[:6])}, ...)"
             yield from found

@@ -10,6 +10,7 @@ HELP = "train heads (default per_frame and lstm) on the same data and compare th
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq compare` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset root (folder per class, split folders, or manifest.csv)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for metrics, report, plots, models")
     p.add_argument("--heads", help="comma-separated heads, baseline first (default per_frame,lstm)")
@@ -36,6 +37,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq compare`: train the heads, print the table and verdicts (or metrics.json with
+    `--json`); return 0. Bad input raises a `VideoseqError`, which `videoseq.cli` reports with exit 2."""
     from videoseq.learn.compare import compare_heads
     from videoseq.learn.report import table, verdicts
 

@@ -28,12 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from videoseq.models.bundle import load_bundle
-    from videoseq.data.cache import FrameCache, default_cache_dir
+    from videoseq.data.cache import FrameCache
+    from videoseq.data.plan import extraction_plan
     from videoseq.data.dataset import scan_dataset
     from videoseq.errors import DatasetError
     from videoseq.infer.evaluation import evaluate_paths
+    from videoseq.models.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, device=args.device)
     index = scan_dataset(args.root, bundle.config.data, workers=args.workers)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.root}: no usable videos in split {args.split!r}")
     for entry in index.skipped():
         print(f"videoseq evaluate: skipped {entry.path}: {entry.status}", file=sys.stderr)
-    cache = FrameCache(default_cache_dir(bundle.config.runtime) / "frames")
+    cache = FrameCache(extraction_plan(bundle.config).frames_dir)
     result = evaluate_paths(bundle, [e.path for e in entries], [e.label for e in entries],
                             batch_size=args.batch_size, workers=args.workers, cache=cache)
     for failure in result.failed:

@@ -32,6 +32,7 @@ def _floats(text: str) -> list[float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq generate` to `p`."""
     p.add_argument("dest", metavar="DEST", help="folder to create (reused if it holds the same dataset)")
     p.add_argument("--task", required=True, metavar="NAME",
                    help="appearance, direction, order, zoom, fade, composite, "
@@ -58,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq generate`: write the dataset, print its videos per class and split; return 0.
+    An unknown task or a bad option raises a `VideoseqError` (exit 2 from `videoseq.cli`)."""
     import json
 
     from videoseq.synthetic.generate import SPLITS, generate_dataset

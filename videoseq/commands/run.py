@@ -15,6 +15,7 @@ HELP = "run the Prefect pipeline flow: scan, extract (cached per video), compare
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq run` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset root (any of the three layouts)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
     add_config_arguments(p)
@@ -38,6 +39,8 @@ def keep_prefect_logs_to_prefect() -> None:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    """Print the flow's summary: videos extracted, cached and failed, skipped files, the comparison
+    table and where the report is."""
     import json
     from pathlib import Path
 
@@ -57,6 +60,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq run`: check the config, run the pipeline flow, print its summary; return 0.
+    A bad config raises `ConfigError` before Prefect starts (exit 2 from `videoseq.cli`)."""
     prepare_prefect_environment()
     from videoseq.config import load_config
 

@@ -17,6 +17,7 @@ HELP = "index and validate a dataset; print counts per class and split, and ever
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq scan` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset folder (class folders, train/val/test, or manifest.csv)")
     p.add_argument("--json", action="store_true", help="print the index as JSON on stdout")
     p.add_argument("--group-regex", metavar="R",
@@ -27,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq scan`: index ROOT, print the index as a table (or JSON); return 0 when a video is
+    usable, else 2. A root that cannot be used raises `DatasetError` (exit 2 from `videoseq.cli`)."""
     from videoseq.data.dataset import scan_dataset
 
     cfg = config_from_args(args)

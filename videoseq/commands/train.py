@@ -10,6 +10,7 @@ HELP = "train one head on a dataset and save it as a model bundle"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq train` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset root (folder per class, split folders, or manifest.csv)")
     p.add_argument("--head", required=True, help="temporal head: per_frame, rnn, lstm, gru, conv1d")
     p.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="where the model bundle goes")
@@ -19,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq train`: train one head, save the bundle, print its accuracies (or the metrics as
+    JSON with `--json`); return 0. An unknown head or other bad input raises a `VideoseqError`
+    (exit 2 from `videoseq.cli`)."""
     from videoseq.learn.compare import train_bundle
     from videoseq.models.heads import list_heads
     from videoseq.errors import ConfigError

@@ -93,6 +93,8 @@ class ClipBatches:
         return item
 
     def load(self, idx: torch.Tensor, view: torch.Tensor) -> Batch:
+        """The batch of videos `idx` at views `view`: frames resized to `input_size` and normalised,
+        with their masks and labels."""
         from videoseq.models.transforms import frames_to_tensor
 
         clips = [self.clip(i, v) for i, v in zip(idx.tolist(), view.tolist())]

@@ -1,6 +1,6 @@
 """The frame cache: sampled clips stored per video, keyed by file content and sampling parameters.
 
-    cache = FrameCache(default_cache_dir(cfg.runtime) / "frames")
+    cache = FrameCache(extraction_plan(cfg).frames_dir)
     clip = cache.load_or_extract("a/clip.mp4", cfg.sampling, size=112)         # view 0: segment centres
     report = extract_dataset(index, cache, cfg.sampling, size=112, views=cfg.sampling.train_views)
 
@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from videoseq.io.atomic import atomic_save_npz
-from videoseq.config import RuntimeConfig, SamplingConfig
+from videoseq.config import SamplingConfig
 from videoseq.data.dataset import length_status
 from videoseq.errors import VideoReadError
 from videoseq.io.pool import JobCrash, run_jobs
@@ -34,12 +34,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1                              # bump when the entry layout changes: old entries become misses
 _CHUNK = 1 << 20
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (abs path, size, mtime_ns) -> digest, per process
-
-
-def default_cache_dir(runtime: RuntimeConfig) -> Path:
-    """`runtime.cache_dir`, else `$VIDEOSEQ_CACHE`, else `~/.cache/videoseq`."""
-    chosen = runtime.cache_dir or os.environ.get("VIDEOSEQ_CACHE") or "~/.cache/videoseq"
-    return Path(chosen).expanduser()
 
 
 def file_digest(path: str | Path) -> str:

@@ -39,6 +39,8 @@ INDEX_FORMAT = 1
 
 @dataclass
 class VideoEntry:
+    """One video file of a dataset: its label, split and group, and whether it is usable (or why not)."""
+
     path: str                      # absolute path of the file
     label: str                     # class name ("" for a file in no class folder)
     split: str                     # "train" | "val" | "test"; "" for a skipped file no layout put in a split
@@ -52,6 +54,8 @@ class VideoEntry:
 
 @dataclass
 class DatasetIndex:
+    """Every video file under one dataset root, with its layout, class list and where the splits came from."""
+
     root: str                      # absolute dataset root
     layout: str                    # "folders" | "splits" | "manifest"
     classes: list[str]             # sorted class names; a label's position here is its class id
@@ -60,9 +64,11 @@ class DatasetIndex:
     min_frames: int = 1            # data.min_frames of the scan; extraction enforces it on the decoded count
 
     def ok(self, split: str | None = None) -> list[VideoEntry]:
+        """The usable entries; those of `split` only when it is given."""
         return [e for e in self.entries if e.status == "ok" and (split is None or e.split == split)]
 
     def skipped(self) -> list[VideoEntry]:
+        """The unusable entries, each with its reason in `status`."""
         return [e for e in self.entries if e.status != "ok"]
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -95,6 +101,7 @@ class DatasetIndex:
         raise KeyError(f"{path} is not in the index of {self.root}")
 
     def relpath(self, entry: VideoEntry) -> str:
+        """The path of `entry` relative to `root`, with forward slashes."""
         return Path(os.path.relpath(entry.path, self.root)).as_posix()
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,10 +111,12 @@ class DatasetIndex:
                 "entries": [{**asdict(e), "path": self.relpath(e)} for e in self.entries]}
 
     def to_json(self, path: str | Path) -> Path:
+        """Write `to_dict()` to `path` as JSON, atomically; return the path."""
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "index") -> DatasetIndex:
+        """The index of a `to_dict()` form; `DatasetError` naming `source` when `raw` is not one."""
         try:
             if raw.get("format") != INDEX_FORMAT:
                 raise ValueError(f"format {raw.get('format')!r}, expected {INDEX_FORMAT}")
@@ -122,6 +131,7 @@ class DatasetIndex:
 
     @classmethod
     def from_json(cls, path: str | Path) -> DatasetIndex:
+        """The index in a JSON file written by `to_json`; `DatasetError` when unreadable or not an index."""
         try:
             raw = json.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

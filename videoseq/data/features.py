@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class SplitFeatures(NamedTuple):
+    """The cached features of one split: features and masks per video and view, labels, and the
+    video files, all in the same row order."""
+
     feats: torch.Tensor    # (N, V, T, D) float32
     mask: torch.Tensor     # (N, V, T) bool, False on padded steps
     labels: torch.Tensor   # (N,) int64 class indices
@@ -37,6 +40,8 @@ class SplitFeatures(NamedTuple):
 
 
 class ClipRef(NamedTuple):
+    """One clip to encode: a video file and which sampled view of it (0 = the segment centres)."""
+
     path: str
     view: int
 
@@ -100,6 +105,7 @@ class FeatureStore:
         self.encoded_frames = 0     # frames this store has pushed through the encoder (for logs/tests)
 
     def entry_path(self, path: str, sampling: SamplingConfig, *, size: int, view: int) -> Path:
+        """The `.npz` entry for the features of `path` (by content digest) at this sampling, size and view."""
         from videoseq.data.cache import file_digest
 
         params = config_digest({"frames": sampling.frames, "short": sampling.short, "size": size})

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from videoseq.config import DataConfig
 from videoseq.errors import DatasetError
 from videoseq.data.splits import SPLITS, compile_group_regex, group_of
+from videoseq.io.files import is_video_file, normalize_extensions, walk_videos
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "split", "group")
@@ -44,7 +45,7 @@ def detect_layout(root: Path) -> str:
 def find_videos(root: Path, data: DataConfig) -> tuple[str, list[Found]]:
     """The layout of `root` and every candidate video in it, sorted by relative path."""
     pattern = compile_group_regex(data.group_regex)
-    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in data.extensions}
+    exts = normalize_extensions(data.extensions)
     layout = detect_layout(root)
     if layout == "manifest":
         found = _from_manifest(root, exts, pattern)
@@ -62,10 +63,10 @@ def _from_class_folders(root: Path, split: str, folder: Path, exts: set[str],
         if child.name.startswith("."):
             continue
         if child.is_dir():
-            for path in _walk_videos(child, exts):
+            for path in walk_videos(child, exts):
                 rel = path.relative_to(root).as_posix()
                 found.append(Found(rel, child.name, split, group_of(path.name, pattern), ""))
-        elif _is_video(child, exts):
+        elif is_video_file(child, exts):
             found.append(Found(child.relative_to(root).as_posix(), "", split, None, "not in a class folder"))
     return found
 
@@ -78,7 +79,7 @@ def _from_split_folders(root: Path, exts: set[str], pattern: re.Pattern[str] | N
                            f"need a {MANIFEST}")
     for child in sorted(root.iterdir()):
         if child.is_dir() and child.name not in SPLITS and not child.name.startswith("."):
-            if next(iter(_walk_videos(child, exts)), None) is not None:
+            if next(iter(walk_videos(child, exts)), None) is not None:
                 raise DatasetError(f"{root}: mixes split folders (train/, test/) with the folder "
                                    f"{child.name}/; put every class under train/, val/ or test/")
     found = []
@@ -129,7 +130,7 @@ def _from_manifest(root: Path, exts: set[str], pattern: re.Pattern[str] | None) 
             status = "not found"
         elif not path.is_file():
             status = "not a file"
-        elif not _is_video(path, exts):
+        elif not is_video_file(path, exts):
             status = f"not a video extension ({path.suffix or 'none'})"
         else:
             status = ""
@@ -153,16 +154,3 @@ def _manifest_path(manifest: Path, line: int, raw: str, root: Path, real_root: P
                            f"(it resolves to {real})")
     return rel
 
-
-def _walk_videos(folder: Path, exts: set[str]):
-    """Video files under `folder`, recursively, sorted, skipping hidden files and folders."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not name.startswith(".") and _is_video(path, exts):
-                yield path
-
-
-def _is_video(path: Path, exts: set[str]) -> bool:
-    return path.suffix.lower() in exts

@@ -21,6 +21,8 @@ SPLITS = ("train", "val", "test")
 
 
 class SplitItem(NamedTuple):
+    """One usable video as the splitter sees it: its key, label and group."""
+
     key: str             # path relative to the dataset root: identity and ordering
     label: str
     group: str | None    # None: the video is a group of its own
@@ -37,6 +39,7 @@ def group_of(name: str, pattern: re.Pattern[str] | None) -> str | None:
 
 
 def compile_group_regex(regex: str | None) -> re.Pattern[str] | None:
+    """`regex` compiled, or None when it is empty; `DatasetError` when it is not a valid regular expression."""
     if not regex:
         return None
     try:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 
 class Evaluation(NamedTuple):
+    """The score of one bundle on labelled videos: accuracy with its Wilson interval, balanced accuracy,
+    the confusion matrix, and every prediction and failure."""
+
     head: str
     classes: list[str]
     n: int                                 # videos predicted (failures excluded)
@@ -33,6 +36,7 @@ class Evaluation(NamedTuple):
     failed: list[FailedInput]
 
     def to_json(self) -> dict:
+        """A JSON-able dict of the scores and the failures (the per-video predictions left out)."""
         return {"head": self.head, "classes": self.classes, "n": self.n, "accuracy": self.accuracy,
                 "accuracy_ci95": list(self.accuracy_ci95),
                 "mean_class_accuracy": self.mean_class_accuracy, "confusion": self.confusion.tolist(),

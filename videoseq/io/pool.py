@@ -1,16 +1,14 @@
-"""A bounded process pool for per-video work (probing, frame extraction) that survives bad files.
+"""Crash-isolating process pools for per-video work (probing, frame extraction, decoding for
+inference) that survive bad files. One mechanism, `ProcessStream`; `run_jobs` is a list of jobs on it.
 
     results = run_jobs(probe_one, [(path, 1) for path in paths], workers=2, progress=True, desc="scan")
 
-`fn` runs as `fn(*args)` in a worker process (forked from a fork server, see `_context`) and should turn its own errors into results. A worker
-that dies outright (a decoder segfault, the OOM killer) breaks the pool: the jobs it left unfinished
-are then retried one at a time in a fresh single-worker pool, so only the file that kills its worker
-again is reported, as a `JobCrash` in its place of the result list.
+    with ProcessStream(workers=2) as stream:
+        futures = [stream.submit(decode_one, path) for path in paths]
 
-For a stream of jobs whose results are wanted as they come (predict.py's decoders), `ProcessStream`
-keeps `workers` long-lived processes and hands each one job at a time, so a worker that dies is
-blamed for exactly the job it held (that job's Future gets a `JobCrash`) and replaced; the other
-jobs run on undisturbed.
+`ProcessStream` keeps `workers` long-lived processes (forked from a fork server, see `_context`) and
+hands each one job at a time, so a worker that dies (a decoder segfault, the OOM killer) is blamed for
+exactly the job it held, which gets a `JobCrash`, and is replaced; the other jobs run on undisturbed.
 """
 from __future__ import annotations
 
@@ -19,8 +17,7 @@ import multiprocessing
 import signal
 import threading
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from multiprocessing import connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, NamedTuple, Sequence
@@ -30,14 +27,17 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 PRELOAD = ("videoseq.io.video", "videoseq.data.dataset", "videoseq.data.cache")   # imported once, in the fork server
+IN_FLIGHT_PER_WORKER = 4      # run_jobs: jobs submitted ahead per worker (bounds memory on huge job lists)
 
 
 class JobCrash(NamedTuple):
+    """The worker process died while running this job (and was replaced)."""
     reason: str          # e.g. "worker process died (exit code -11)"
 
 
 class JobError(NamedTuple):
-    reason: str          # ProcessStream: what `fn` raised, one line of text (exceptions may not pickle)
+    """The job's function raised; its exception as one line of text (exceptions may not pickle)."""
+    reason: str
 
 
 class WorkersUnavailable(RuntimeError):
@@ -50,9 +50,12 @@ NO_WORKERS = ("worker processes die on start-up; a script that runs videoseq wor
 
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int, progress: bool = False,
              desc: str = "", unit: str = "video") -> list[Any]:
-    """`[fn(*job) for job in jobs]`, computed in up to `workers` spawned processes (0 = in this process).
+    """`[fn(*job) for job in jobs]`, computed in `workers` worker processes (0 = in this process).
 
-    Results come back in the order of `jobs`; at most `workers` jobs are in flight at once.
+    Results come back in the order of `jobs`. `fn` is expected to turn bad input into results; a job
+    whose worker died gets a `JobCrash` in its place (that job only), and an exception raised by `fn`
+    in a worker is re-raised here as a RuntimeError naming the job. At most
+    `IN_FLIGHT_PER_WORKER * workers` jobs are submitted ahead.
     """
     results: list[Any] = [None] * len(jobs)
     with tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress, leave=False) as bar:
@@ -61,70 +64,45 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int, pro
                 results[i] = fn(*job)
                 bar.update()
             return results
-        pending = _run_pool(fn, jobs, range(len(jobs)), workers, results, bar)
-        checked = False
-        for i in pending:                                      # the pool broke: isolate each leftover job
-            left = _run_pool(fn, jobs, [i], 1, results, bar)
-            if left:
-                if not checked:                                # the job, or any worker at all?
-                    _require_working_workers()
-                    checked = True
-                log.warning("worker died while processing %s", jobs[i][0])
-                results[i] = JobCrash("worker process died")
-                bar.update()
+        with ProcessStream(workers=workers) as stream:
+            running: dict[Future, int] = {}
+            todo = iter(range(len(jobs)))
+            for i in todo:
+                running[stream.submit(fn, *jobs[i])] = i
+                if len(running) >= IN_FLIGHT_PER_WORKER * workers:
+                    break
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = running.pop(future)
+                    results[i] = _job_result(future.result(), fn, jobs[i])
+                    bar.update()
+                    for j in todo:                         # refill: one more job per finished one
+                        running[stream.submit(fn, *jobs[j])] = j
+                        break
     return results
 
 
+def _job_result(result: Any, fn: Callable[..., Any], job: tuple) -> Any:
+    """`result` as run_jobs returns it: a JobError raised, a JobCrash logged with the job's blame."""
+    name = getattr(fn, "__name__", "job")
+    where = job[0] if job else ""
+    if isinstance(result, JobError):
+        raise RuntimeError(f"{name}({where!r}): {result.reason}")
+    if isinstance(result, JobCrash):
+        log.warning("worker died while processing %s", where)
+    return result
+
+
 def _context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a clean fork server that has imported OpenCV and videoseq once (a new pool
-    starts in ~0.1 s instead of ~2 s); never forked from this process and its torch/OpenCV threads.
-    Where there is no fork server (Windows), plain spawn."""
+    """Workers forked from a clean fork server that has imported OpenCV and videoseq once (a new
+    worker starts in ~0.1 s instead of ~2 s); never forked from this process and its torch/OpenCV
+    threads. Where there is no fork server (Windows), plain spawn."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))   # takes effect when the server starts (first pool)
     return ctx
-
-
-def _ping() -> bool:
-    return True
-
-
-def _require_working_workers() -> None:
-    """Raise if a worker cannot even run a no-op: then every job would look like a crash."""
-    results: list[Any] = [None]
-    with tqdm(disable=True) as bar:
-        if _run_pool(_ping, [()], [0], 1, results, bar):
-            raise WorkersUnavailable(f"{NO_WORKERS}, or pass workers=0")
-
-
-def _run_pool(fn: Callable[..., Any], jobs: Sequence[tuple], todo: Sequence[int], workers: int,
-              results: list[Any], bar: tqdm) -> list[int]:
-    """Run jobs `todo` with at most `workers` in flight; return the indices left undone if the pool broke."""
-    queue = list(todo)[::-1]
-    running: dict[Future, int] = {}
-    ctx = _context()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        try:
-            while queue or running:
-                while queue and len(running) < workers:
-                    i = queue.pop()
-                    running[pool.submit(fn, *jobs[i])] = i
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    results[running[fut]] = fut.result()       # raises BrokenProcessPool if a worker died
-                    del running[fut]
-                    bar.update()
-        except BrokenProcessPool:
-            unfinished = sorted(set(running.values()) | set(queue))
-            # futures that completed before the break still carry their results
-            for fut, i in list(running.items()):
-                if fut.done() and fut.exception() is None:
-                    results[i] = fut.result()
-                    bar.update()
-                    unfinished.remove(i)
-            return unfinished
-    return []
 
 
 # --- a stream of jobs on long-lived workers ------------------------------------------------------
@@ -154,6 +132,8 @@ class ProcessStream:
         self._thread.start()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Queue `fn(*args)` for the next free worker; its Future resolves to the result, a JobError or
+        a JobCrash (see the class)."""
         future: Future = Future()
         with self._lock:
             if self._closing:
@@ -256,6 +236,7 @@ class _Worker:
             return JobCrash(f"worker process died (exit code {self.process.exitcode})")
 
     def stop(self) -> None:
+        """Ask the worker to exit after its current job; kill it if it has not within 5 s."""
         try:
             self.conn.send(None)
         except OSError:
@@ -266,6 +247,7 @@ class _Worker:
         self.conn.close()
 
     def kill(self) -> None:
+        """End the worker process now."""
         self.process.kill()
         self.process.join()
 

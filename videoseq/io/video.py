@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 class VideoInfo(NamedTuple):
+    """What a probe tells about one video file: codec, frame rate, frame size, rotation, duration and
+    frame count."""
+
     path: str
     codec: str            # FourCC as text: "h264", "MJPG", "FMP4" (mp4v), ...
     fps: float            # container frame rate (the average on variable-frame-rate files)
@@ -40,6 +43,8 @@ class VideoInfo(NamedTuple):
 
 
 class Clip(NamedTuple):
+    """The frames sampled from one video, resized and centre-cropped, with their frame numbers and mask."""
+
     frames: np.ndarray    # (T, S, S, 3) uint8 RGB
     indices: np.ndarray   # (T,) int64 frame numbers in full-sequential-decode order; -1 on padded steps
     mask: np.ndarray      # (T,) bool, False on padded steps (short="mask")

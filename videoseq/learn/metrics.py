@@ -18,6 +18,9 @@ import numpy as np
 
 
 class PairComparison(NamedTuple):
+    """Head `b` against head `a` on the same test videos: the accuracy difference, its paired bootstrap
+    interval and the McNemar p-values."""
+
     a: str
     b: str
     delta: float                      # accuracy(b) - accuracy(a), in [−1, 1]
@@ -26,6 +29,7 @@ class PairComparison(NamedTuple):
     mcnemar_p_per_seed: list[float]
 
     def to_json(self) -> dict:
+        """A JSON-able dict of every field."""
         return {"a": self.a, "b": self.b, "delta": self.delta, "delta_ci95": list(self.delta_ci95),
                 "mcnemar_p": self.mcnemar_p, "mcnemar_p_per_seed": self.mcnemar_p_per_seed}
 

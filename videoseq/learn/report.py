@@ -16,7 +16,8 @@ from videoseq.io.atomic import atomic_write_json, atomic_write_text
 from videoseq.config import Config
 
 if TYPE_CHECKING:
-    from videoseq.learn.compare import Data, HeadRun
+    from videoseq.learn.prepare import Data
+    from videoseq.learn.runs import HeadRun
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def save_bundles(out: Path, data: "Data", runs: dict[str, list["HeadRun"]], conf
                  metrics: dict) -> None:
     """models/<head>/: the seed with the best validation accuracy, as a bundle."""
     from videoseq.models.bundle import save_bundle
-    from videoseq.learn.compare import whole_model
+    from videoseq.learn.prepare import whole_model
 
     for head, rs in runs.items():
         m = metrics["models"][head]

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class EvalResult(NamedTuple):
+    """One evaluation pass over a split: mean loss and accuracy, and per video its label, logits, mask
+    and (when asked) log-probs after each step."""
+
     loss: float
     accuracy: float
     labels: np.ndarray          # (N,) int64
@@ -40,6 +43,8 @@ class EvalResult(NamedTuple):
 
 
 class FitResult(NamedTuple):
+    """What `fit` returns: the per-epoch history and the best epoch with its validation scores and weights."""
+
     history: list[dict]         # one row per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds
     best_epoch: int             # 1-based
     best_val_accuracy: float

@@ -32,6 +32,7 @@ from videoseq import __version__
 from videoseq.io.atomic import atomic_torch_save, atomic_write_json
 from videoseq.config import Config, config_from_dict
 from videoseq.errors import BundleError, ConfigError
+from videoseq.runtime import resolve_device
 
 if TYPE_CHECKING:  # torch is imported lazily: `videoseq --help` must stay instant
     import torch
@@ -77,7 +78,9 @@ def save_bundle(dest: str | Path, *, model: "VideoClassifier", head: str, config
     dest = Path(dest)
     classes = [str(c) for c in classes]
     encoder = model.encoder
-    size = int(config.sampling.size or encoder.input_size)
+    from videoseq.models.encoders import frame_size
+
+    size = frame_size(config.sampling, config.model)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -142,9 +145,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     except RuntimeError as e:
         raise BundleError(f"{path}: model.pt does not fit the {enc['name']}+{head} model "
                           f"({_first_line(e)})") from None
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     model.to(device).eval()
     fold_batchnorm(model)   # inference only: BatchNorm folded into the conv before it (~1e-7 change)
     sampling = meta["sampling"]

@@ -25,6 +25,9 @@ from videoseq.models.motion import build_motion
 
 
 class VideoClassifier(nn.Module):
+    """Frame encoder, optional motion stream and temporal head: (B, T, 3, S, S) frames and a (B, T)
+    mask -> (B, C) logits."""
+
     def __init__(self, encoder: FrameEncoder, head: TemporalHead, *, motion: nn.Module | None = None,
                  chunk_size: int = 64):
         super().__init__()
@@ -71,15 +74,19 @@ class VideoClassifier(nn.Module):
         return torch.cat([appearance, moved], dim=2)                               # (B, T, D + M)
 
     def forward_head(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D + M) features -> (B, C) logits: the head alone."""
         return self.head(feats, mask)                                           # (B, T, D) -> (B, C)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 3, S, S) frames -> (B, C) logits, end to end."""
         return self.forward_head(self.forward_features(frames), mask)           # (B, C)
 
     def forward_steps(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 3, S, S) frames -> (B, T, C) log-probs: the head's `forward_steps`, end to end."""
         return self.head.forward_steps(self.forward_features(frames), mask)     # (B, T, C) log-probs
 
     def loss(self, frames: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        """The head's training loss on frames, end to end; y (B,) int64 class indices."""
         return self.head.loss(self.forward_features(frames), mask, y)
 
 

@@ -18,7 +18,7 @@ import os
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from torch import nn
 from videoseq.models import lite0
 from videoseq.errors import VideoseqError
 from videoseq.registry import Registry
+
+if TYPE_CHECKING:
+    from videoseq.config import ModelConfig, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,8 @@ class FrameEncoder(nn.Module):
         self.weights_label = weights_label
         self.frozen = False
 
-    def forward_map(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, C, h, w)
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, C, h, w): the trunk's feature map, before pooling."""
         return self.trunk(x)
 
     def frames_per_call(self, device: torch.device | str = "cpu") -> int:
@@ -90,7 +94,8 @@ class FrameEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:      # (N, 3, S, S) -> (N, D)
         return self.pool(self.forward_map(x)).flatten(1)
 
-    def imagenet_logits(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, 1000)
+    def imagenet_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, 1000) logits of the kept ImageNet classifier; ValueError without one."""
         if self.classifier is None:
             raise ValueError(f"{self.name}: built without its ImageNet classifier "
                              f"(build_encoder(..., with_classifier=True) with pretrained weights)")
@@ -103,6 +108,7 @@ class FrameEncoder(nn.Module):
         return self.train(False)
 
     def train(self, mode: bool = True) -> "FrameEncoder":
+        """`nn.Module.train`, except that a frozen encoder stays in eval mode."""
         return super().train(mode and not self.frozen)
 
     def cache_id(self) -> str:
@@ -124,6 +130,9 @@ class FrameEncoder(nn.Module):
 # ---------------------------------------------------------------------------------------- builders
 
 class Built(NamedTuple):
+    """What an encoder builder returns: the trunk and ImageNet classifier (if any), the trunk's channels,
+    default input size, input normalisation and weights label."""
+
     trunk: nn.Module
     classifier: nn.Module | None
     channels: int
@@ -162,7 +171,19 @@ def build_encoder(name: str, *, weights: str | None = None, pooling: str = "avg"
 
 
 def list_encoders() -> list[str]:
+    """The encoder names `build_encoder` accepts, sorted."""
     return ENCODERS.names()
+
+
+def native_input_size(name: str) -> int:
+    """The side the encoder `name` takes by default (its weights' training size), without building it."""
+    return int(ENCODERS.info(name)["input_size"])
+
+
+def frame_size(sampling: "SamplingConfig", model: "ModelConfig") -> int:
+    """Side of the frames extracted for a model: `sampling.size`, else `model.input_size`, else the
+    encoder's native input size. The one rule the extraction plan and bundles share."""
+    return int(sampling.size or model.input_size or native_input_size(model.encoder))
 
 
 def weights_label(weights: str | None) -> str:
@@ -224,7 +245,7 @@ class SmallCNN(nn.Sequential):
         self.out_channels = cin
 
 
-@ENCODERS.register("small_cnn")
+@ENCODERS.register("small_cnn", input_size=64)
 def _small_cnn(weights: str | None) -> Built:
     trunk = SmallCNN()
     if weights == "DEFAULT":
@@ -232,7 +253,7 @@ def _small_cnn(weights: str | None) -> Built:
     if weights is not None:
         state = _strip_prefix(load_state_file(weights, name="small_cnn"), "trunk.")
         _load_strict(trunk, state, source=str(weights), name="small_cnn")
-    return Built(trunk, None, trunk.out_channels, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+    return Built(trunk, None, trunk.out_channels, ENCODERS.info("small_cnn")["input_size"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
                  weights_label(weights), channels_last=True)
 
 
@@ -255,7 +276,7 @@ def lite0_packaged_weights() -> Path:
     return path
 
 
-@ENCODERS.register("efficientnet_lite0")
+@ENCODERS.register("efficientnet_lite0", input_size=lite0.INPUT_SIZE)
 def _efficientnet_lite0(weights: str | None) -> Built:
     trunk = lite0.EfficientNetLite0()
     fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(lite0.FEATURES, lite0.NUM_CLASSES))
@@ -273,6 +294,9 @@ def _efficientnet_lite0(weights: str | None) -> Built:
 # --------------------------------------------------------------------------- torchvision models
 
 class TorchvisionSpec(NamedTuple):
+    """A torchvision model as an encoder: its factory and weights enum names in torchvision.models, the
+    trunk's channels, and how to split the model into trunk and classifier."""
+
     factory: str        # torchvision.models attribute, resolved on build: importing torchvision costs
     weights_enum: str   # ~2.7 s CPU, which every `classify` of a small_cnn or Lite0 bundle would pay
     channels: int
@@ -300,6 +324,7 @@ def _split_features(m: nn.Module) -> tuple[nn.Module, nn.Module]:
     return m.features, m.classifier
 
 
+TORCHVISION_INPUT_SIZE = 224      # the side their ImageNet weights were trained at
 TORCHVISION: dict[str, TorchvisionSpec] = {
     "resnet18": TorchvisionSpec("resnet18", "ResNet18_Weights", 512, _split_resnet),
     "resnet50": TorchvisionSpec("resnet50", "ResNet50_Weights", 2048, _split_resnet),
@@ -337,9 +362,9 @@ def _torchvision_builder(name: str, spec: TorchvisionSpec) -> Callable[[str | No
                 _load_strict(model, state, source=str(weights), name=name)
         trunk, classifier = spec.split(model)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-        return Built(trunk, classifier, spec.channels, 224, mean, std, weights_label(weights))
+        return Built(trunk, classifier, spec.channels, TORCHVISION_INPUT_SIZE, mean, std, weights_label(weights))
     return build
 
 
 for _name, _spec in TORCHVISION.items():
-    ENCODERS.add(_name, _torchvision_builder(_name, _spec))
+    ENCODERS.add(_name, _torchvision_builder(_name, _spec), input_size=TORCHVISION_INPUT_SIZE)

@@ -150,18 +150,23 @@ class PerFrameHead(TemporalHead):
         super().__init__(in_dim, num_classes, **kw)
         self.classifier = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(self.hidden, num_classes))
 
-    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, C)
+    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, C): each frame's own logits."""
         return self.classifier(self.embed(x))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_and_steps(x, mask)[0]
 
     def forward_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, C): each frame's own log-probs, not their running mean (that is
+        `metrics.accuracy_over_frames_seen(..., cumulative_mean=True)`); padded steps repeat the last valid."""
         _, lengths = mask_lengths(mask, x)
         return hold_last_valid(F.log_softmax(self.frame_logits(x), dim=-1), lengths)
 
     def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward, forward_steps) from one pass over the frames: the mean log-probs over the valid
+        frames (B, C) and each frame's own (B, T, C)."""
         mask, lengths = mask_lengths(mask, x)
         logp = F.log_softmax(self.frame_logits(x), dim=-1)                   # (B, T, C)
         mean = logp.masked_fill(~mask[:, :, None], 0.0).sum(dim=1) / lengths[:, None].to(logp.dtype)
@@ -207,6 +212,8 @@ class RecurrentHead(TemporalHead):
         return self.classifier(last)                                         # (B, C)
 
     def forward_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, C) log-probs of the classifier on the state after each step: one
+        recurrent pass when causal, prefix by prefix (`TemporalHead.forward_steps`) when bidirectional."""
         if self.bidirectional:
             return super().forward_steps(x, mask)
         _, lengths = mask_lengths(mask, x)
@@ -215,6 +222,7 @@ class RecurrentHead(TemporalHead):
 
     def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward, forward_steps) from one recurrent pass when causal; as the base class when bidirectional."""
         if self.bidirectional:
             return super().forward_and_steps(x, mask)
         _, lengths = mask_lengths(mask, x)
@@ -225,16 +233,22 @@ class RecurrentHead(TemporalHead):
 
 @HEADS.register("rnn")
 class RNNHead(RecurrentHead):
+    """An Elman RNN (`nn.RNN`, tanh) over the valid steps; classifies the last valid state."""
+
     cell = nn.RNN
 
 
 @HEADS.register("lstm")
 class LSTMHead(RecurrentHead):
+    """An LSTM over the valid steps; classifies the last valid hidden state."""
+
     cell = nn.LSTM
 
 
 @HEADS.register("gru")
 class GRUHead(RecurrentHead):
+    """A GRU over the valid steps; classifies the last valid hidden state."""
+
     cell = nn.GRU
 
 
@@ -271,6 +285,8 @@ class Conv1dHead(TemporalHead):
         return self.classifier(pooled)                                       # (B, C)
 
     def forward_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, C) log-probs of the classifier on the running mean of the step features;
+        prefix by prefix (`TemporalHead.forward_steps`) when bidirectional."""
         if self.bidirectional:
             return super().forward_steps(x, mask)
         mask, lengths = mask_lengths(mask, x)
@@ -283,6 +299,8 @@ class Conv1dHead(TemporalHead):
 
     def forward_and_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward, forward_steps) from one pass of the convolutions when causal; as the base class
+        when bidirectional."""
         if self.bidirectional:
             return super().forward_and_steps(x, mask)
         mask, lengths = mask_lengths(mask, x)
@@ -300,4 +318,5 @@ def build_head(name: str, in_dim: int, num_classes: int, *, hidden: int = 128, l
 
 
 def list_heads() -> list[str]:
+    """The head names `build_head` accepts, sorted."""
     return HEADS.names()

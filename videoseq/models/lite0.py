@@ -83,7 +83,8 @@ class MBConv(nn.Module):
         self.skip = stride == 1 and cin == cout
         self.drop_path = drop_path
 
-    def conv_bn_pairs(self) -> list[tuple[str, str]]:   # for models.fold_batchnorm
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, BatchNorm) attribute names of each pair, for `classifier.fold_batchnorm`."""
         return [("expand_conv", "bn0")] * self.has_expand + [("depthwise_conv", "bn1"), ("project_conv", "bn2")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H/s, W/s)
@@ -117,7 +118,9 @@ class EfficientNetLite0(nn.Module):
         self.conv_head = nn.Conv2d(320, FEATURES, 1, bias=False)
         self.bn1 = _bn(FEATURES)
 
-    def conv_bn_pairs(self) -> list[tuple[str, str]]:   # for models.fold_batchnorm
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, BatchNorm) attribute names of the stem and head pairs, for `classifier.fold_batchnorm`
+        (the blocks name their own)."""
         return [("conv_stem", "bn0"), ("conv_head", "bn1")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, 1280, S/32, S/32)

@@ -51,7 +51,8 @@ class BlockMatchMotion(nn.Module):
         self._matrices: dict[tuple, torch.Tensor] = {}   # constant pooling / box-sum matrices per shape
 
     def cache_id(self) -> str:
-        # v2: blank cells and exact ties read as no motion (v1 reported the first shift tried, -r, -r)
+        """The stream's name in feature-cache folders: scales, grid, radius and a tag for the matching
+        rule (blank cells and exact ties read as no motion), so features of another rule are never reused."""
         return f"blockmatch{'-'.join(map(str, self.scales))}g{self.grid}r{self.radius}v2"
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -195,4 +196,5 @@ def build_motion(name: str | None) -> nn.Module | None:
 
 
 def list_motions() -> list[str]:
+    """The names `build_motion` accepts: "none" and the registered streams."""
     return ["none", *MOTIONS.names()]

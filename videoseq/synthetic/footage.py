@@ -61,7 +61,7 @@ def load_source(source: str) -> np.ndarray:
     Decoded once per machine: the result is kept as a .npy under `<cache>/sources/` and memory-mapped,
     so every worker process shares one copy (keyed by path, size, mtime and the limits above)."""
     from videoseq.io.atomic import atomic_write_bytes
-    from videoseq.data.cache import default_cache_dir
+    from videoseq.data.plan import default_cache_dir
     from videoseq.config import RuntimeConfig
 
     if source.startswith("skimage:"):

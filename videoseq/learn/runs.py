@@ -1,0 +1,64 @@
+"""One training run: one head, one seed, resumable from its per-epoch checkpoint, then tested.
+
+    run = train_head(data, config, "lstm", seed=0, run_dir=Path("runs/x"), device=device, progress=False)
+    run.test.accuracy, run.fit.best_epoch
+
+A run's checkpoint lives at `RUN_DIR/runs/<head>/seed<k>/checkpoint.pt` and is only resumed by a run
+with the same fingerprint (same config, head, seed, classes and videos).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from videoseq.config import Config, config_digest
+from videoseq.data.features import fold_input_normalization
+from videoseq.learn.prepare import Data, build_trainable, make_batches
+from videoseq.learn.train import EvalResult, FitResult, evaluate, fit
+from videoseq.runtime import torch_threads
+
+log = logging.getLogger(__name__)
+
+
+class HeadRun(NamedTuple):
+    """One trained and tested (head, seed)."""
+    head: str
+    seed: int
+    fit: FitResult
+    test: EvalResult            # with per-step log-probs
+    model: torch.nn.Module      # best weights loaded; a VideoClassifier in finetune mode, else the head
+
+
+def run_fingerprint(data: Data, config: Config, head: str, seed: int) -> str:
+    """Names one training run: what it learns from and how. Resume only from the same fingerprint."""
+    cfg = config.to_dict()
+    cfg.pop("runtime")
+    cfg.pop("compare")
+    entries = sorted((e.path, e.label, e.split) for e in data.index.ok())
+    return config_digest({"config": cfg, "head": head, "seed": seed, "classes": data.classes, "data": entries})
+
+
+def train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path, *, device: torch.device,
+               progress: bool, on_epoch: Callable[[dict], None] | None = None) -> HeadRun:
+    """Train one head with one seed (resuming from its checkpoint), then test its best weights.
+
+    Heads on cached features are tiny, and one CPU thread runs them faster than several
+    (docs/benchmarks/train.md), so frozen mode trains single-threaded on a CPU.
+    """
+    single = config.train.mode == "frozen" and device.type == "cpu"
+    with torch_threads(1 if single else None):
+        train_b, val_b, test_b = make_batches(data, config, seed=seed)
+        model = build_trainable(data, config, head, seed=seed)
+        result = fit(model, train_b, val_b, config.train, device=device, progress=progress, on_epoch=on_epoch,
+                     checkpoint=run_dir / "runs" / head / f"seed{seed}" / "checkpoint.pt",
+                     fingerprint=run_fingerprint(data, config, head, seed))
+        model.load_state_dict(result.best_state)
+        if config.train.mode == "frozen":
+            fold_input_normalization(model, *train_b.normalize)   # the head now takes raw features
+        test = evaluate(model, test_b, device=device, steps=True)
+    log.info("%s seed %d: val %.3f (epoch %d), test %.3f", head, seed, result.best_val_accuracy,
+             result.best_epoch, test.accuracy)
+    return HeadRun(head, seed, result, test, model)
