@@ -14,16 +14,20 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from videoseq.config import RuntimeConfig
 from videoseq.errors import ConfigError
+from videoseq.registry import Registry, UnknownNameError
 
 LOCAL_DASK_CLUSTER = {"n_workers": 2, "threads_per_worker": 1}  # one decode per core on a small machine
+TASK_RUNNERS: Registry[Callable[[RuntimeConfig], TaskRunner]] = Registry("task runner")
 
 
+@TASK_RUNNERS.register("threads")
 def _threads(runtime: RuntimeConfig) -> TaskRunner:
     if runtime.max_workers < 1:
         raise ConfigError(f"runtime.max_workers: expected at least 1, got {runtime.max_workers}")
     return ThreadPoolTaskRunner(max_workers=runtime.max_workers)
 
 
+@TASK_RUNNERS.register("dask")
 def _dask(runtime: RuntimeConfig) -> TaskRunner:
     try:
         from prefect_dask import DaskTaskRunner
@@ -35,12 +39,10 @@ def _dask(runtime: RuntimeConfig) -> TaskRunner:
     return DaskTaskRunner(cluster_kwargs=dict(LOCAL_DASK_CLUSTER))
 
 
-TASK_RUNNERS: dict[str, Callable[[RuntimeConfig], TaskRunner]] = {"threads": _threads, "dask": _dask}
-
-
 def build_task_runner(runtime: RuntimeConfig) -> TaskRunner[Any]:
     """The task runner named by `runtime.task_runner`, bounded by the runtime section."""
-    name = runtime.task_runner
-    if name not in TASK_RUNNERS:
-        raise ConfigError(f"runtime.task_runner: unknown {name!r}; choose from {', '.join(sorted(TASK_RUNNERS))}")
-    return TASK_RUNNERS[name](runtime)
+    try:
+        build = TASK_RUNNERS.get(runtime.task_runner)
+    except UnknownNameError as e:
+        raise ConfigError(f"runtime.task_runner: {e}") from None
+    return build(runtime)

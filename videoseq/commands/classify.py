@@ -22,6 +22,7 @@ FAST_EXIT = True   # the console script skips interpreter teardown once the resu
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq classify` to `p`."""
     p.add_argument("inputs", nargs="+", metavar="VIDEO|DIR|GLOB",
                    help="video files, folders (walked for video files) or glob patterns")
     p.add_argument("--model", required=True, metavar="BUNDLE_DIR|RUN_DIR",
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq classify`; return 0 when every input was classified, 1 when some failed, 2 on bad usage."""
     from videoseq.models.bundle import choose_bundle, find_bundles, read_bundle_meta
     from videoseq.config import VIDEO_EXTENSIONS
     from videoseq.infer.predict import FailedInput, classify_paths_multi, load_bundles_async

@@ -16,6 +16,7 @@ HELP = "score a model bundle on a dataset split: accuracy (95% CI), mean class a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq evaluate` to `p`."""
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="a model bundle (or a run folder: its best head)")
     p.add_argument("root", metavar="ROOT", help="dataset root (any layout `videoseq scan` reads)")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq evaluate`; return 0, or 1 when some videos could not be classified."""
     from videoseq.data.cache import FrameCache
     from videoseq.data.plan import extraction_plan
     from videoseq.data.dataset import scan_dataset

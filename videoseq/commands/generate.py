@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     An unknown task or a bad option raises a `VideoseqError` (exit 2 from `videoseq.cli`)."""
     import json
 
-    from videoseq.synthetic.generate import SPLITS, generate_dataset
+    from videoseq.synthetic.generate import SPLIT_SHARES, generate_dataset
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
     dest = generate_dataset(args.dest, task=args.task, videos_per_class=args.videos_per_class,
@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{meta['task']} dataset in {dest}: {len(videos)} videos, {len(meta['classes'])} classes, "
           f"per-frame ceiling {meta['per_frame_ceiling']:.0%}")
     width = max(len(c) for c in meta["classes"] + ["class"])
-    print(f"  {'class':<{width}}  " + "  ".join(f"{s:>5}" for s, _ in SPLITS))
+    print(f"  {'class':<{width}}  " + "  ".join(f"{s:>5}" for s, _ in SPLIT_SHARES))
     for cls in meta["classes"]:
-        counts = [sum(v["label"] == cls and v["split"] == s for v in videos) for s, _ in SPLITS]
+        counts = [sum(v["label"] == cls and v["split"] == s for v in videos) for s, _ in SPLIT_SHARES]
         print(f"  {cls:<{width}}  " + "  ".join(f"{n:>5}" for n in counts))
     if meta["broken_files"]:
         print(f"  + {len(meta['broken_files'])} broken files in train (see {dest / 'README.md'})")

@@ -61,6 +61,7 @@ class FrameCache:
         return f"FrameCache({str(self.root)!r})"
 
     def entry_path(self, path: str | Path, sampling: SamplingConfig, *, size: int, view: int = 0) -> Path:
+        """Where the clip of `path` for these sampling parameters and view is (or would be) stored."""
         digest = file_digest(path)
         return self._entry(digest, sampling, size, view)
 
@@ -152,6 +153,7 @@ def require_length(path: str | Path, num_frames: int, min_frames: int) -> None:
 
 
 class ExtractReport(NamedTuple):
+    """What `extract_dataset` did: clips decoded now, clips found cached, videos that failed."""
     extracted: int                      # clips decoded and stored by this call
     cached: int                         # clips that were already in the cache
     failed: list[tuple[str, str]]       # (path, reason) of videos that could not be decoded

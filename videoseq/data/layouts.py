@@ -27,6 +27,7 @@ MANIFEST_COLUMNS = ("path", "label", "split", "group")
 
 
 class Found(NamedTuple):
+    """One file a layout found under the root, before probing."""
     rel: str             # POSIX path relative to the root
     label: str           # "" when the file is in no class folder
     split: str           # "" when the layout leaves the split to videoseq
@@ -35,6 +36,7 @@ class Found(NamedTuple):
 
 
 def detect_layout(root: Path) -> str:
+    """The layout of `root`: "manifest" (a manifest.csv), "splits" (train/val/test folders) or "folders"."""
     if (root / MANIFEST).is_file():
         return "manifest"
     if any((root / s).is_dir() for s in SPLITS):

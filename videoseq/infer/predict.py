@@ -56,6 +56,7 @@ PREFETCH_BYTES = 128 << 20     # decoded clips waiting for inference: at most th
 
 
 class Prediction(NamedTuple):
+    """The classification of one video by one bundle."""
     path: str
     label: str                     # the most probable class
     score: float                   # its probability
@@ -72,16 +73,19 @@ class Prediction(NamedTuple):
         return sorted(self.probs.items(), key=lambda kv: -kv[1])[:max(1, k)]
 
     def to_json(self) -> dict:
+        """The JSON record `classify --json` prints for it."""
         """The `classify --json` line (DESIGN.md)."""
         return {"path": self.path, "label": self.label, "score": self.score, "probs": self.probs,
                 "head": self.head, "frames": self.frames, "seconds": round(self.seconds, 4)}
 
 
 class FailedInput(NamedTuple):
+    """A video that could not be classified, and why."""
     path: str
     error: str                     # one line: the reason, without the path
 
     def to_json(self) -> dict:
+        """The JSON record `classify --json` prints for it."""
         return {"path": self.path, "error": self.error}
 
 
@@ -94,6 +98,7 @@ def record_of(result: Result) -> dict:
 
 
 class Sampling(NamedTuple):
+    """How a bundle samples a video: T frames, side S, the short-video policy."""
     frames: int                    # T
     size: int                      # S
     short: str                     # "repeat" | "mask"
@@ -139,7 +144,7 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
                 raise VideoseqError(f"{loaded[0].path}: samples {_sampling_of(loaded[0])}, expected {sampling}")
         return loaded
 
-    def torch_threads() -> tuple[int, int]:
+    def inference_thread_counts() -> tuple[int, int]:
         """(threads for each inference worker, the caller's count), read once in the calling thread."""
         import torch
 
@@ -162,14 +167,14 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
             else:
                 batch.append((path, clip, seconds))
                 if len(batch) == batch_size:
-                    threads = threads or torch_threads()
+                    threads = threads or inference_thread_counts()
                     out.append(infer.submit(_predict_batch, batch, pending, ready(), batch_size,
                                             thumbnails, threads))
                     batch, pending = [], []
             while out and (len(out) > workers or not isinstance(out[0], Future) or out[0].done()):
                 yield from _take(out.popleft())
         if batch:
-            threads = threads or torch_threads()
+            threads = threads or inference_thread_counts()
             out.append(infer.submit(_predict_batch, batch, pending, ready(), batch_size, thumbnails, threads))
         while out:
             yield from _take(out.popleft())
@@ -269,7 +274,8 @@ def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int 
 
 # --- internals -----------------------------------------------------------------------------------
 
-class Decoded(NamedTuple):
+class DecodedClip(NamedTuple):
+    """A clip decoded for inference, with how long it took and where (for the decode/infer overlap)."""
     clip: "Clip"
     seconds: float
     threads: int                   # FFmpeg threads of its capture
@@ -277,7 +283,7 @@ class Decoded(NamedTuple):
 
 
 def _decode_job(path: str, sampling: Sampling, cache: "FrameCache | None",
-                side_by_side: int) -> Decoded | str:
+                side_by_side: int) -> DecodedClip | str:
     """One clip, decoded in a worker (process or thread) while `side_by_side` - 1 others decode too;
     or the one-line reason it cannot be (a string survives pickling, an exception may not)."""
     try:
@@ -289,7 +295,7 @@ def _decode_job(path: str, sampling: Sampling, cache: "FrameCache | None",
         return f"cannot decode ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
-def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_side: int) -> Decoded:
+def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_side: int) -> DecodedClip:
     from videoseq.io import decode
 
     started = time.perf_counter()
@@ -303,7 +309,7 @@ def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_s
         from videoseq.io.video import read_frames
         clip = read_frames(path, count=sampling.frames, size=sampling.size, mode="uniform",
                            short=sampling.short)
-    return Decoded(clip, time.perf_counter() - started, threads, os.getpid())
+    return DecodedClip(clip, time.perf_counter() - started, threads, os.getpid())
 
 
 def _sampling_of(bundle: "Bundle") -> Sampling:

@@ -65,6 +65,7 @@ OPENCV_SEEK_BACKOFF = 16    # OpenCV seeks to the keyframe before frame k-16, th
 
 
 class PacketIndex(NamedTuple):
+    """What the container's packets say about a video stream, read without decoding."""
     count: int                   # video packets = frames a complete decode should give
     keyframes: np.ndarray        # (K,) sorted frame numbers (presentation order) of keyframes
     pts_ms: np.ndarray           # (count,) presentation times in ms, sorted: frame i has pts_ms[i]
@@ -89,6 +90,7 @@ def decoder_errors(path: str | Path):
 
 
 def check_file(path: str | Path) -> Path:
+    """`path` as a Path if it is a readable regular file; VideoReadError naming the reason otherwise."""
     path = Path(path)
     if not path.exists():
         raise VideoReadError(path, "no such file")
@@ -169,6 +171,7 @@ def _ffmpeg_diagnosis(path: Path) -> str | None:
 
 
 def fourcc_text(cap: cv2.VideoCapture) -> str:
+    """The capture's codec FourCC as text ("h264", "MJPG"), or its hex code when not printable."""
     code = int(cap.get(cv2.CAP_PROP_FOURCC))
     text = code.to_bytes(4, "little").decode("latin-1").strip("\x00 ")
     return text if text.isprintable() and text else f"0x{code:08x}"
@@ -178,6 +181,7 @@ JPEG_CODECS = {"MJPG", "mjpg", "jpeg", "JPEG", "AVRn", "dmb1"}
 
 
 def is_avi(path: Path) -> bool:
+    """True when the file starts with a RIFF/AVI header."""
     with path.open("rb") as f:
         head = f.read(12)
     return head[:4] == b"RIFF" and head[8:12] == b"AVI "
@@ -245,6 +249,7 @@ Transform = Callable[[np.ndarray], np.ndarray]   # decoded BGR frame (H, W, 3) -
 
 
 class Decoded(NamedTuple):
+    """The frames one decoding strategy kept, and what it learned about the stream on the way."""
     frames: dict[int, np.ndarray]   # frame number -> transform(frame)
     count: int                      # frames decoded (sequential: to the end unless stopped early)
     width: int                      # decoded frame size, rotation applied (0 when no frame was kept)

@@ -17,12 +17,12 @@ import torch
 
 from videoseq.config import Config
 from videoseq.data.plan import ExtractionPlan, extraction_plan
+from videoseq.data.splits import SPLITS
 from videoseq.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
 EventHook = Callable[[str, float], None]    # (stage, fraction done): "scan", "extract", "features", ...
-SPLIT_NAMES = ("train", "val", "test")
 
 
 class Data(NamedTuple):
@@ -78,7 +78,7 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
                     workers=config.runtime.workers, progress=progress)
     emit("extract", 1.0)
     classes = list(index.classes)
-    splits = {s: index.ok(s) for s in SPLIT_NAMES}
+    splits = {s: index.ok(s) for s in SPLITS}
     for name, entries in splits.items():
         if not entries:
             raise DatasetError(f"{index.root}: no usable videos in the {name} split")

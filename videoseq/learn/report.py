@@ -108,6 +108,7 @@ def save_bundles(out: Path, data: "Data", runs: dict[str, list["HeadRun"]], conf
 
 
 def write_plots(out: Path, runs: dict[str, list["HeadRun"]], metrics: dict) -> dict[str, str]:
+    """Draw the run's plots into `out/plots/`; return plot name -> path relative to `out`."""
     from videoseq.learn import plots
 
     classes = metrics["dataset"]["classes"]
@@ -151,6 +152,7 @@ def table(metrics: dict) -> str:
 
 
 def render_markdown(metrics: dict, plot_files: dict[str, str]) -> str:
+    """report.md of a run: the verdict, the metrics table, the comparisons and the plots."""
     ds = metrics["dataset"]
     enc = metrics["encoder"]
     counts = ", ".join(f"{k} {v}" for k, v in ds["counts"].items())

@@ -68,6 +68,7 @@ class Bundle:
 
     @property
     def val_accuracy(self) -> float | None:
+        """The validation accuracy recorded in metrics.json, or None when it has none."""
         value = self.metrics.get("val_accuracy")
         return float(value) if isinstance(value, (int, float)) else None
 

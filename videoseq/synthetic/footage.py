@@ -25,14 +25,14 @@ import numpy as np
 
 from videoseq.errors import DatasetError, VideoReadError
 from videoseq.synthetic.render import finish_frames
-from videoseq.synthetic.tasks import TaskSpec, ramp
+from videoseq.synthetic.tasks import TASKS, TaskSpec, ramp
 
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 384          # source frames are kept at most this large (outputs are <= 320 wide)
 MAX_FRAMES = 300        # and at most this many frames per source (excerpts are < 100 frames)
 SIZES = ((160, 120), (176, 144), (240, 180), (256, 144), (320, 240), (320, 180))
-CODECS = ("mp4v", "MJPG", "h264")
+FOOTAGE_CODECS = ("mp4v", "MJPG", "h264")
 FPS = (12, 15, 24, 25, 29.97)
 SAMPLE_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")
 SAMPLE_PHOTOS = ("chelsea", "coffee")
@@ -51,6 +51,7 @@ def default_sources(*, photos: bool) -> list[str]:
 
 
 def source_name(source: str) -> str:
+    """A source's short name: the photo name of "skimage:NAME", else the video file's stem."""
     return source.split(":", 1)[1] if source.startswith("skimage:") else Path(source).stem
 
 
@@ -181,7 +182,8 @@ def _shot(source, src, idx, cx, cy, cw, w, h, rng, truth, brightness=None) -> Sh
 
 # ----------------------------------------------------------------------------- tasks
 
-def plan_scene(rng, label, *, n, w, h, sources) -> Shot:
+def plan_real_scene(rng, label, *, n, w, h, sources) -> Shot:
+    """An excerpt of source `label` (random start, crop and slight drift): the class is the source."""
     source = sources[label]
     src = load_source(source)
     idx = _excerpt(rng, n, len(src))
@@ -198,7 +200,7 @@ def plan_scene(rng, label, *, n, w, h, sources) -> Shot:
 PAN_CLASSES = ("pan_left", "pan_right")
 
 
-def plan_pan(rng, label, *, n, w, h, sources) -> Shot:
+def plan_real_pan(rng, label, *, n, w, h, sources) -> Shot:
     """The window slides horizontally by 45-90% of its own width (the picture moves the other way)."""
     source, src = _pick_source(rng, sources)
     idx = _excerpt(rng, n, len(src))
@@ -217,7 +219,7 @@ def plan_pan(rng, label, *, n, w, h, sources) -> Shot:
 ZOOM_CLASSES = ("zoom_in", "zoom_out")
 
 
-def plan_zoom(rng, label, *, n, w, h, sources) -> Shot:
+def plan_real_zoom(rng, label, *, n, w, h, sources) -> Shot:
     """The window's width ramps over a random part of 30-100% of the widest window (zoom in = shrinks)."""
     source, src = _pick_source(rng, sources)
     idx = _excerpt(rng, n, len(src))
@@ -236,7 +238,7 @@ def plan_zoom(rng, label, *, n, w, h, sources) -> Shot:
 FADE_CLASSES = ("fade_in", "fade_out")
 
 
-def plan_fade(rng, label, *, n, w, h, sources) -> Shot:
+def plan_real_fade(rng, label, *, n, w, h, sources) -> Shot:
     """Black for the first 0-30% of the clip, a linear ramp over 35-60%, then full brightness
     (fade in); the exact reverse for fade out."""
     source, src = _pick_source(rng, sources)
@@ -255,27 +257,28 @@ def plan_fade(rng, label, *, n, w, h, sources) -> Shot:
 
 def _footage(name, classes, ceiling, description, plan) -> TaskSpec:
     return TaskSpec(name, classes, ceiling, description, plan, render_shot, footage=True,
-                    sizes=SIZES, codecs=CODECS, fps=FPS)
+                    sizes=SIZES, codecs=FOOTAGE_CODECS, fps=FPS)
 
 
-FOOTAGE_TASKS: dict[str, TaskSpec] = {
-    "real_scene": _footage(
+for _spec in (
+    _footage(
         "real_scene", (), 1.0,
         "A short excerpt of one source clip (random start, crop and slight drift); the class is the "
-        "clip it comes from. One frame suffices.", plan_scene),
-    "real_pan": _footage(
+        "clip it comes from. One frame suffices.", plan_real_scene),
+    _footage(
         "real_pan", PAN_CLASSES, 0.5,
         "A crop window pans left or right across real footage or a photo by 45-90% of its width; "
-        "the picture content moves the opposite way. Single frames look alike in both classes.", plan_pan),
-    "real_zoom": _footage(
+        "the picture content moves the opposite way. Single frames look alike in both classes.", plan_real_pan),
+    _footage(
         "real_zoom", ZOOM_CLASSES, 0.5,
         "A crop window zooms in (shrinks) or out (grows) over real footage or a photo, by a factor of "
-        "1.5-2.6. Single frames look alike in both classes.", plan_zoom),
-    "real_fade": _footage(
+        "1.5-2.6. Single frames look alike in both classes.", plan_real_zoom),
+    _footage(
         "real_fade", FADE_CLASSES, 0.5,
         "Real footage or a photo fades in from black or fades out to black. Single frames look "
-        "alike in both classes.", plan_fade),
-}
+        "alike in both classes.", plan_real_fade),
+):
+    TASKS.add(_spec.name, _spec)
 
 
 def scene_classes(sources: list[str]) -> tuple[str, ...]:

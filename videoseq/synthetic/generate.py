@@ -3,9 +3,9 @@
     generate_dataset("data/composite", task="composite", videos_per_class=40)
     # -> data/composite/{train,val,test}/<class>/*.mp4|avi|mkv|webm, README.md, generate.json
 
-`TASKS` maps a task name to its `TaskSpec` (classes, the best accuracy a per-frame model can reach,
-how to plan and render one clip). Synthetic tasks live in `synthetic_tasks`, tasks cut from real
-footage in `footage`; drawing and encoding in `synthetic_render`. Every video gets its own random
+The `TASKS` registry maps a task name to its `TaskSpec` (classes, the best accuracy a per-frame model
+can reach, how to plan and render one clip). Synthetic tasks live in `tasks`, tasks cut from real
+footage in `footage`; drawing and encoding in `render`. Every video gets its own random
 generator seeded by (seed, task, class, number), so the output does not depend on the worker count.
 The dataset is written to a hidden sibling folder and renamed into place when complete.
 """
@@ -23,23 +23,20 @@ import numpy as np
 
 from videoseq.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from videoseq.errors import ConfigError, DatasetError
-from videoseq.synthetic.footage import FOOTAGE_TASKS, default_sources, load_source, scene_classes
-from videoseq.registry import UnknownNameError
+from videoseq.synthetic.footage import default_sources, load_source, scene_classes
 from videoseq.synthetic.render import CODECS, write_video
-from videoseq.synthetic.tasks import SYNTHETIC_TASKS, TaskSpec
+from videoseq.synthetic.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
-TASKS: dict[str, TaskSpec] = {**SYNTHETIC_TASKS, **FOOTAGE_TASKS}
-SPLITS = (("train", 0.6), ("val", 0.2), ("test", 0.2))   # share of each class's videos
+SPLIT_SHARES = (("train", 0.6), ("val", 0.2), ("test", 0.2))   # share of each class's videos
 BROKEN_KINDS = ("empty", "truncated", "text", "garbage")
 Size = tuple[int, int]
 
 
 def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise UnknownNameError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    return TASKS[name]
+    """The registered task `name`; UnknownNameError (a ValueError) listing the tasks otherwise."""
+    return TASKS.get(name)
 
 
 def resolve_task(name: str, sources: Sequence[str] | None = None) -> tuple[TaskSpec, tuple[str, ...]]:
@@ -58,8 +55,8 @@ def resolve_task(name: str, sources: Sequence[str] | None = None) -> tuple[TaskS
 
 def split_counts(videos_per_class: int) -> dict[str, int]:
     """Videos per class in each split: 60/20/20, at least one in val and test."""
-    val = max(1, round(videos_per_class * SPLITS[1][1]))
-    test = max(1, round(videos_per_class * SPLITS[2][1]))
+    val = max(1, round(videos_per_class * SPLIT_SHARES[1][1]))
+    test = max(1, round(videos_per_class * SPLIT_SHARES[2][1]))
     return {"train": videos_per_class - val - test, "val": val, "test": test}
 
 
@@ -155,8 +152,7 @@ def _check(vpc: int, frames, sizes, fps, codecs, broken: int) -> None:
     if not fps or any(f <= 0 for f in fps):
         raise ConfigError(f"frame rates must be positive, got {', '.join(map(str, fps))}")
     for c in codecs:
-        if c not in CODECS:
-            raise ConfigError(f"unknown codec {c!r}; choose from {', '.join(CODECS)}")
+        CODECS.get(c)           # UnknownNameError (a ConfigError) listing the codecs
     if broken < 0:
         raise ConfigError(f"broken must be >= 0, got {broken}")
 
@@ -186,7 +182,7 @@ def _plan_jobs(root: Path, spec: TaskSpec, params: dict, srcs: tuple[str, ...]) 
     counts = split_counts(params["videos_per_class"])
     jobs, records = [], []
     for label, cls in enumerate(spec.classes):
-        splits = [s for s, _ in SPLITS for _ in range(counts[s])]
+        splits = [s for s, _ in SPLIT_SHARES for _ in range(counts[s])]
         for j, split in enumerate(splits):
             seed_seq = (params["seed"], task_key, label, j)
             rng = np.random.default_rng([*seed_seq, 1])
@@ -239,7 +235,7 @@ def readme(spec: TaskSpec, params: dict, records: list[dict], bad: list[dict]) -
                   "distribution of a single frame is the same for classes that differ only over time.", ""]
     lines += ["| class | train | val | test |", "|---|---|---|---|"]
     for cls in spec.classes:
-        row = [sum(r["label"] == cls and r["split"] == s for r in records) for s, _ in SPLITS]
+        row = [sum(r["label"] == cls and r["split"] == s for r in records) for s, _ in SPLIT_SHARES]
         lines.append(f"| {cls} | " + " | ".join(map(str, row)) + " |")
     codecs = sorted({r.get("codec", "?") for r in records})
     lines += ["", "## How it was made", "",

@@ -21,6 +21,8 @@ from typing import Callable, NamedTuple
 import cv2
 import numpy as np
 
+from videoseq.registry import Registry
+
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 _SHIFT = 4                      # fixed-point bits for sub-pixel drawing
 _ONE = 1 << _SHIFT
@@ -73,6 +75,7 @@ def saturated_color(rng: np.random.Generator, hue: float | None = None) -> tuple
 
 
 def grey_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random near-grey BGR colour (channels within +-6 of one level)."""
     g = rng.uniform(20, 235)
     return tuple(int(np.clip(g + rng.uniform(-6, 6), 0, 255)) for _ in range(3))
 
@@ -174,6 +177,7 @@ def finish_frames(frames: np.ndarray, brightness: np.ndarray, noise_sigma: float
 # ----------------------------------------------------------------------------- encoding
 
 class Codec(NamedTuple):
+    """How one codec writes a video: the container extension and the writer function."""
     ext: str                                            # container extension, with the dot
     write: Callable[[Path, np.ndarray, float], None]    # (path, frames (n, H, W, 3) BGR, fps)
 
@@ -193,6 +197,7 @@ def _opencv_writer(fourcc: str) -> Callable[[Path, np.ndarray, float], None]:
 
 
 def ffmpeg_exe() -> str:
+    """The ffmpeg binary that imageio-ffmpeg ships."""
     import imageio_ffmpeg
     return imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -214,18 +219,17 @@ def _ffmpeg_writer(*codec_args: str, align: int = 2) -> Callable[[Path, np.ndarr
     return write
 
 
-CODECS: dict[str, Codec] = {
-    "mp4v": Codec(".mp4", _opencv_writer("mp4v")),     # MPEG-4 part 2 in mp4 (OpenCV)
-    "MJPG": Codec(".avi", _opencv_writer("MJPG")),     # motion JPEG in avi (OpenCV)
-    "XVID": Codec(".avi", _opencv_writer("XVID")),     # MPEG-4 part 2 in avi (OpenCV)
-    "h264": Codec(".mp4", _ffmpeg_writer("-c:v", "libx264", "-preset", "veryfast", "-crf", "20")),
-    "h264_mkv": Codec(".mkv", _ffmpeg_writer("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")),
-    "hevc": Codec(".mkv", _ffmpeg_writer("-c:v", "libx265", "-preset", "ultrafast", "-crf", "26",
-                                         "-x265-params", "log-level=error:pools=none:frame-threads=1", align=8)),
-    "vp9": Codec(".webm", _ffmpeg_writer("-c:v", "libvpx-vp9", "-deadline", "realtime",
-                                         "-cpu-used", "8", "-b:v", "0", "-crf", "34")),
-    "mpeg2": Codec(".mpg", _ffmpeg_writer("-c:v", "mpeg2video", "-q:v", "4")),
-}
+CODECS: Registry[Codec] = Registry("codec")
+CODECS.add("mp4v", Codec(".mp4", _opencv_writer("mp4v")))     # MPEG-4 part 2 in mp4 (OpenCV)
+CODECS.add("MJPG", Codec(".avi", _opencv_writer("MJPG")))     # motion JPEG in avi (OpenCV)
+CODECS.add("XVID", Codec(".avi", _opencv_writer("XVID")))     # MPEG-4 part 2 in avi (OpenCV)
+CODECS.add("h264", Codec(".mp4", _ffmpeg_writer("-c:v", "libx264", "-preset", "veryfast", "-crf", "20")))
+CODECS.add("h264_mkv", Codec(".mkv", _ffmpeg_writer("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")))
+CODECS.add("hevc", Codec(".mkv", _ffmpeg_writer("-c:v", "libx265", "-preset", "ultrafast", "-crf", "26",
+                                                "-x265-params", "log-level=error:pools=none:frame-threads=1", align=8)))
+CODECS.add("vp9", Codec(".webm", _ffmpeg_writer("-c:v", "libvpx-vp9", "-deadline", "realtime",
+                                                 "-cpu-used", "8", "-b:v", "0", "-crf", "34")))
+CODECS.add("mpeg2", Codec(".mpg", _ffmpeg_writer("-c:v", "mpeg2video", "-q:v", "4")))
 
 
 def write_video(path: str | Path, frames: np.ndarray, *, fps: float, codec: str) -> Path:
@@ -234,9 +238,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: float, codec: str)
     Written under a temporary name in the same folder and renamed, so a killed run never leaves a
     half-written video that looks finished. Returns the final path.
     """
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
-    spec = CODECS[codec]
+    spec = CODECS.get(codec)       # UnknownNameError (a ValueError) listing the codecs
     path = Path(path).with_suffix(spec.ext)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{spec.ext}")

@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from videoseq.registry import Registry
 from videoseq.synthetic.render import (Scene, Track, moving_distractors, render_scene,
                                        saturated_color, textured_background)
 
@@ -25,6 +26,7 @@ RED_HUE, BLUE_HUE = 0.0, 120.0          # OpenCV hue scale (0..180)
 
 
 class TaskSpec(NamedTuple):
+    """One generated task: its classes, the per-frame ceiling, how to plan and render a clip, defaults."""
     name: str
     classes: tuple[str, ...]
     ceiling: float                      # best test accuracy a model that sees one frame at a time can reach
@@ -82,6 +84,7 @@ APPEARANCE_SHAPES = ("circle", "square", "triangle", "star")
 
 
 def plan_appearance(rng, label, *, n, w, h, sources=None) -> Scene:
+    """One vivid object of shape `label` on a random walk."""
     bg, movers, noise = _base(rng, n, w, h)
     r = rng.uniform(0.11, 0.17) * min(w, h)
     x, y = _random_walker(rng, n, w, h, r)
@@ -103,6 +106,7 @@ def _directed(rng, n, w, h, r, direction) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plan_direction(rng, label, *, n, w, h, sources=None) -> Scene:
+    """One object of random shape moving in direction `label` (left, right, up, down)."""
     bg, movers, noise = _base(rng, n, w, h, movers=False)
     r = rng.uniform(0.11, 0.16) * min(w, h)
     x, y = _directed(rng, n, w, h, r, DIRECTIONS[label])
@@ -116,6 +120,7 @@ COMPOSITE_CLASSES = tuple(f"{s}_{d}" for s in COMPOSITE_SHAPES for d in ("left",
 
 
 def plan_composite(rng, label, *, n, w, h, sources=None) -> Scene:
+    """An object of the class's shape moving in the class's direction (left or right)."""
     shape, direction = COMPOSITE_CLASSES[label].split("_")
     bg, movers, noise = _base(rng, n, w, h, movers=False)
     r = rng.uniform(0.11, 0.16) * min(w, h)
@@ -140,6 +145,7 @@ def flash_windows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
 
 
 def plan_order(rng, label, *, n, w, h, sources=None) -> Scene:
+    """A red and a blue object shown one after the other; the class is which comes first."""
     bg, movers, noise = _base(rng, n, w, h)
     first, second = flash_windows(rng, n)
     red_on, blue_on = (first, second) if ORDER_CLASSES[label] == "red_first" else (second, first)
@@ -159,6 +165,7 @@ ZOOM_CLASSES = ("grow", "shrink")
 
 
 def plan_zoom(rng, label, *, n, w, h, sources=None) -> Scene:
+    """One object whose radius grows or shrinks over part of the clip."""
     bg, movers, noise = _base(rng, n, w, h)
     side = min(w, h)
     scale = ramp(rng, n, lo=0.07, hi=0.36, span=(0.5, 0.75))          # radius / side
@@ -176,6 +183,7 @@ FADE_CLASSES = ("brighten", "darken")
 
 
 def plan_fade(rng, label, *, n, w, h, sources=None) -> Scene:
+    """A scene whose brightness ramps up (brighten) or down (darken) over part of the clip."""
     bg, movers, noise = _base(rng, n, w, h)
     b = ramp(rng, n, lo=0.12, hi=1.0, span=(0.55, 0.8))
     if FADE_CLASSES[label] == "darken":
@@ -191,31 +199,33 @@ def _render(scene: Scene, rng: np.random.Generator, sources=None) -> np.ndarray:
     return render_scene(scene, rng)
 
 
-SYNTHETIC_TASKS: dict[str, TaskSpec] = {
-    "appearance": TaskSpec(
+TASKS: Registry[TaskSpec] = Registry("task")   # synthetic tasks here; footage.py adds the real_* ones
+for _spec in (
+    TaskSpec(
         "appearance", APPEARANCE_SHAPES, 1.0,
         "One vivid object moves along a random straight path; the class is its shape. "
         "One frame suffices.", plan_appearance, _render),
-    "direction": TaskSpec(
+    TaskSpec(
         "direction", DIRECTIONS, 0.25,
         "One vivid object of random shape moves left, right, up or down across 50-80% of the frame. "
         "Start positions and paths are drawn so that any single frame has the same distribution for "
         "every class: only the sequence tells the direction.", plan_direction, _render),
-    "order": TaskSpec(
+    TaskSpec(
         "order", ORDER_CLASSES, 0.5,
         "A red and a blue object each appear for 22-34% of the clip, one after the other; the class "
         "is which came first. Each colour is on screen equally often in both classes.", plan_order, _render),
-    "zoom": TaskSpec(
+    TaskSpec(
         "zoom", ZOOM_CLASSES, 0.5,
         "One vivid object grows or shrinks (radius ramps over a random part of 7-36% of the frame); "
         "a single frame shows the same size distribution in both classes.", plan_zoom, _render),
-    "fade": TaskSpec(
+    TaskSpec(
         "fade", FADE_CLASSES, 0.5,
         "The whole scene brightens or darkens (brightness ramps over a random part of 12-100%); a "
         "single frame shows the same brightness distribution in both classes.", plan_fade, _render),
-    "composite": TaskSpec(
+    TaskSpec(
         "composite", COMPOSITE_CLASSES, 0.5,
         "Object shape (circle, square, triangle) x direction (left, right): one frame shows the "
         "shape but not the direction, so a per-frame model can reach 1/2 and no more.",
         plan_composite, _render),
-}
+):
+    TASKS.add(_spec.name, _spec)
