@@ -160,9 +160,13 @@ def _excerpt(rng: np.random.Generator, n: int, num_source_frames: int) -> np.nda
     return idx[::-1].copy() if rng.random() < 0.5 else idx
 
 
-def _pick_source(rng: np.random.Generator, sources: list[str]) -> tuple[str, np.ndarray]:
+def _pick_excerpt(rng: np.random.Generator, sources: list[str], n: int
+                  ) -> tuple[str, np.ndarray, np.ndarray, int, int]:
+    """A random source, its frames, an excerpt of n frame numbers, and the source's height and width."""
     source = sources[int(rng.integers(len(sources)))]
-    return source, load_source(source)
+    src = load_source(source)
+    idx = _excerpt(rng, n, len(src))
+    return source, src, idx, src.shape[1], src.shape[2]
 
 
 def _max_width(src: np.ndarray, w: int, h: int) -> float:
@@ -202,9 +206,7 @@ PAN_CLASSES = ("pan_left", "pan_right")
 
 def plan_real_pan(rng, label, *, n, w, h, sources) -> Shot:
     """The window slides horizontally by 45-90% of its own width (the picture moves the other way)."""
-    source, src = _pick_source(rng, sources)
-    idx = _excerpt(rng, n, len(src))
-    sh, sw = src.shape[1:3]
+    source, src, idx, sh, sw = _pick_excerpt(rng, sources, n)
     cw = min(rng.uniform(0.45, 0.65) * _max_width(src, w, h), sw / 1.5)
     ch = cw * h / w
     travel = rng.uniform(0.45, min(0.9, (sw - cw) / cw)) * cw
@@ -221,9 +223,7 @@ ZOOM_CLASSES = ("zoom_in", "zoom_out")
 
 def plan_real_zoom(rng, label, *, n, w, h, sources) -> Shot:
     """The window's width ramps over a random part of 30-100% of the widest window (zoom in = shrinks)."""
-    source, src = _pick_source(rng, sources)
-    idx = _excerpt(rng, n, len(src))
-    sh, sw = src.shape[1:3]
+    source, src, idx, sh, sw = _pick_excerpt(rng, sources, n)
     wmax = _max_width(src, w, h)
     scale = ramp(rng, n, lo=0.3, hi=1.0, span=(0.45, 0.7))
     if ZOOM_CLASSES[label] == "zoom_in":
@@ -241,9 +241,7 @@ FADE_CLASSES = ("fade_in", "fade_out")
 def plan_real_fade(rng, label, *, n, w, h, sources) -> Shot:
     """Black for the first 0-30% of the clip, a linear ramp over 35-60%, then full brightness
     (fade in); the exact reverse for fade out."""
-    source, src = _pick_source(rng, sources)
-    idx = _excerpt(rng, n, len(src))
-    sh, sw = src.shape[1:3]
+    source, src, idx, sh, sw = _pick_excerpt(rng, sources, n)
     cw = rng.uniform(0.6, 1.0) * _max_width(src, w, h)
     ch = cw * h / w
     t0, m = rng.uniform(0.0, 0.3) * (n - 1), rng.uniform(0.35, 0.6) * (n - 1)
