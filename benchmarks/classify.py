@@ -1,4 +1,4 @@
-"""Benchmark `videoseq classify` end to end; writes docs/benchmarks/classify.md.
+"""Benchmark `videoseq classify` end to end; writes the figures to docs/benchmarks/classify-figures.md.
 
 1. One long video: a 60 s 1280x720 H.264 file. The whole `videoseq classify` process (start-up, model
    load, decode, inference, output) against the floor any such tool pays: ffmpeg's full decode of the
@@ -11,16 +11,20 @@
     python benchmarks/classify.py --encoder small_cnn --clips-only --before /tmp/old-tree  # before/after
 
 Each timing is the best of `--repeats` runs (the machine may be shared; the minimum is the least noisy).
+The output file holds the measured figures, the command and the machine only; what they mean is
+explained in docs/benchmarks/classify.md, which this script never writes.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -193,14 +197,15 @@ def main() -> None:
     ap.add_argument("--long-only", nargs="*", default=[], metavar="ENCODER",
                     help="encoders measured on the long video only (e.g. a heavy one on a small CPU)")
     ap.add_argument("--clips-only", action="store_true",
-                    help="measure the 200 clips only and print the figures (the report is not written)")
+                    help="measure the 200 clips only and print the figures (nothing is written)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="classify --workers (decode threads)")
     ap.add_argument("--before", type=Path, metavar="CHECKOUT",
                     help="also time each classify call with videoseq imported from this checkout, "
-                         "right after the current one (printed, not written to the report)")
+                         "right after the current one (printed, not written)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "videoseq-bench-classify")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "classify.md")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "classify-figures.md",
+                    help="figures file to (over)write (default: docs/benchmarks/classify-figures.md)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("VIDEOSEQ_CACHE", str(args.work / "cache"))
@@ -211,22 +216,33 @@ def main() -> None:
                        long_only=e in args.long_only, clips_only=args.clips_only, before=args.before)
                for e in args.encoder]
     if not args.clips_only:
-        write_report(args.out, results, repeats=args.repeats, clips=len(clips))
+        write_figures(args.out, results, repeats=args.repeats, clips=len(clips))
+
+
+def command_line() -> str:
+    """How this run was started, as a command to paste from the repository root."""
+    python = Path(sys.executable)
+    try:
+        python_text = str(python.relative_to(REPO))
+    except ValueError:
+        python_text = "python"
+    script = Path(__file__).resolve().relative_to(REPO)
+    return shlex.join([python_text, str(script), *sys.argv[1:]])
 
 
 def priority() -> str:
-    """This session's scheduling weight against the machine's other sessions (Linux autogroup)."""
+    """This process's scheduling weight against the machine's other processes (Linux autogroup)."""
     try:
         nice = Path("/proc/self/autogroup").read_text().split("nice")[-1].strip()
     except OSError:
         return "scheduling priority unknown"
     if nice == "0":
-        return "run at normal priority (autogroup nice 0), sharing the cores with the other sessions"
-    return (f"run at autogroup nice {nice}, so the other sessions' work yielded to it (closer to an "
-            f"idle machine; both the call and the baseline ran at it)")
+        return "autogroup nice 0 (normal priority: other processes share the cores)"
+    return f"autogroup nice {nice} (the call and the baseline both ran at it)"
 
 
-def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) -> None:
+def write_figures(out: Path, results: list[dict], *, repeats: int, clips: int) -> None:
+    """The measured figures, the command and the machine: no explanation (that is classify.md)."""
     from videoseq.io.atomic import atomic_write_text
 
     def verdict(ratio: float, target: float) -> str:
@@ -252,87 +268,35 @@ def write_report(out: Path, results: list[dict], *, repeats: int, clips: int) ->
                              f"| {c.cpu:.1f} / {cpu_floor:.1f} = {c.cpu / cpu_floor:.2f}x | {c.load:.1f} "
                              f"| {c.rss / 1024:.0f} |")
     nl = "\n"
-    text = f"""# Benchmark: `videoseq classify`
+    text = f"""# Figures: `videoseq classify` benchmark
 
-Written by `python benchmarks/classify.py` (best of {repeats} runs each; CPU inference,
-`--workers {results[0]['workers']}`). Machine: {platform.machine()}, {os.cpu_count()} CPUs visible,
-Python {platform.python_version()}, load average at the end {os.getloadavg()[0]:.1f}; {priority()}.
+Generated by `benchmarks/classify.py`; rerun the command instead of editing this file. What is
+measured, the targets and where the time goes: [classify.md](classify.md).
 
-## One long video (60 s, 1280x720, H.264, 25 fps): whole process vs decode + imports
+- command: `{command_line()}`
+- date: {datetime.now(timezone.utc):%Y-%m-%d} (UTC)
+- machine: {platform.machine()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}; \
+{priority()}; load average at the end {os.getloadavg()[0]:.1f}
+- timings: best of {repeats} runs each; CPU inference, `--workers {results[0]['workers']}`; load = the
+  1-minute load average just before the run
 
-`videoseq classify VIDEO --model BUNDLE --json` against ffmpeg's full decode (`ffmpeg -i VIDEO -f null -`)
-plus a bare `python -c "import torch, cv2"`. Target: <= 1.3x.
+## One long video (60 s, 1280x720, H.264, 25 fps): classify vs ffmpeg decode + imports (target <= 1.3x)
 
 | encoder | classify s | ffmpeg decode s | import s | floor s | wall ratio | CPU s: classify / floor | load | peak RSS MiB |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
-{nl.join(long_rows)}
+{nl.join(long_rows) or "| (not measured) |"}
 
-## Many short clips ({clips} clips of {CLIP_SECONDS} s, 320x240, H.264)
-
-One `videoseq classify DIR --model BUNDLE --json` call against the sum of each clip's extraction
-(`read_frames` with the library's default decoder threads, one after another in a warm process).
-Target: <= 1.2x. The two alternate, so each pair meets the same load; the verdict is on the median of
-the pairs' ratios (the best-of-each ratio is shown too). Load: the 1-minute load average just before the run (classify / extraction); the machine has
-2 cores, so anything above ~1 means other work was competing. Peak memory of the call for 50 and for
-{clips} clips: decoding runs a bounded number of clips ahead of inference, so memory should not grow
-with the number of files.
+## {clips} clips of {CLIP_SECONDS} s (320x240, H.264): one classify call vs the sum of the extractions (target <= 1.2x)
 
 | encoder | best classify s | best extraction sum s | best / best | median pair ratio | CPU s: classify / extraction | load | RSS 50 clips MiB | RSS {clips} clips MiB |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
-{nl.join(many_rows)}
+{nl.join(many_rows) or "| (not measured) |"}
 
-Every pair:
+Every pair (the extraction sum, then the call right after it):
 
 | encoder | run | classify s | CPU s | load | extraction s | CPU s | load | ratio |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
-{nl.join(pair_rows)}
-
-## Where the time goes (profiled on this machine, 2026-11-29, third session)
-
-The call is CPU-bound: on 2 cores its wall time is about its CPU time / 2, so every CPU-second saved
-is half a second of wall time. The extraction baseline decodes each clip with 2 FFmpeg threads (~1.4x
-the CPU of 1 thread for ~1.1x the speed), so the call has about 2 x 1.2 x the extraction sum of core
-time to spend; its own decoding (1 FFmpeg thread per capture in each of `workers` processes) takes
-~0.9x the extraction's CPU, and everything else must fit in the rest.
-
-CPU of the call's own process (200 clips, without its decode workers): 8.8-9.1 s at the start of
-the third session, 4.0-5.1 s after it. Per thread (`/proc/self/task`), after: inference ~2.0 s,
-model loading (`import torch` and the bundle) ~2.1 s, the main thread ~0.3 s, the process-stream
-dispatcher ~0.15 s; the decode workers take ~7.5 s more. What changed, each measured alone (one
-torch thread, per 16-frame 64 px clip):
-
-- Motion stream (motion.py): the block-matching cost of every shift as
-  sum(cur^2) - 2 sum(cur*prev_u) + sum(prev_u^2) per cell: one depthwise convolution and two small
-  matrix products per scale, instead of 3 small ops per shift (49 shifts x 3 scales). 10-14 ms ->
-  2.4-3.1 ms per clip, the same values to ~1e-6 (checked against the old code from 8 to 224 px).
-- Heads: `forward_and_steps` gives the label and the per-step timeline from one recurrent pass
-  (bit-identical to the two separate passes, tested): 1.35 ms saved per clip.
-- Bundles fold BatchNorm into the convolutions at load (`models.fold_batchnorm`): small_cnn's encoder
-  8.4 -> 6.3 ms and 9.3 -> 5.8 ms in two measurements (Lite0 131 -> 96 ms per 16 frames at
-  112 px); outputs change by ~1e-7.
-- `frames_to_tensor` converts uint8 HWC frames to a channels-last float tensor in one contiguous
-  pass and in place (1.29 -> 0.53 ms), and channels-last input is what the channels-last encoders
-  read fastest (small_cnn 5.8 -> 4.4 ms).
-- Batches of 4 for the motion stream and the head (`config.INFERENCE_BATCH_SIZE`, the default of
-  classify, evaluate and the inbox flow), with each clip still encoded alone (so a result never
-  depends on its neighbours, and the blank clips that pad a short batch skip the encoder): the main
-  process's CPU 5.1-5.9 s -> 4.0-4.7 s over 200 clips (3 alternating pairs of runs); a single
-  file pays the 3 blank clips' motion and head passes (one small_cnn clip: ~11 -> ~20 ms).
-- Exit: `gc.freeze()` once the models are loaded (the cyclic collector no longer walks torch's
-  ~10^6 objects) and `os._exit` after the output is flushed (classify's console script only): the
-  process ended 0.6-0.75 s after its last line, now 0.08-0.10 s after it (the workers' shutdown).
-
-CPU of the whole call (workers included): 17.4-19.9 s before the third session's changes,
-8.9-14.3 s after, against the extraction's 6.6-9.2 s (this VM's speed varies by ~+-15% from minute
-to minute, which is why pairs are compared). What remains: decoding ~7.5 s (the same work as the
-baseline's), `import torch` ~2 s, inference ~2 s. The long video needs one decode and one clip; its time is the decode
-(in a thread, with FFmpeg's own threads) and the import, which overlap.
-
-Earlier measurements (second session), kept for the record: decoding in worker processes rather than
-threads was faster in 9 of 12 paired runs (median ratio 1.33x vs 1.39x then); 2 torch threads per
-inference worker cost more CPU than 1 on these tiny tensors; memory is flat (decoded clips waiting
-in the call stay bounded by `prefetch`, each worker holds one more; ~50 MiB RSS per worker, shared
-pages mostly).
+{nl.join(pair_rows) or "| (not measured) |"}
 """
     atomic_write_text(out, text)
     print(f"wrote {out}")

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/generate.py [--task direction] [--videos 1000] [--workers 2] [--codecs mp4v,MJPG]
 
 Prints one JSON line: wall seconds for the pooled run, CPU ms per video (from an in-process run of
---serial videos), the wall time that CPU cost projects to on an idle machine, and the load average; figures go to docs/benchmarks/generate.md.
+--serial videos), the wall time that CPU cost projects to on an idle machine, and the load average.
+The figures are recorded in docs/benchmarks/generate.md.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 3. Encoder frames/s at batch 32, inference mode: small_cnn (64x64), efficientnet_lite0 (224x224 and 112x112).
 
 Rounds alternate real/random so that load from other processes hits both alike; the best round counts.
-Figures are recorded in docs/benchmarks/train.md.
+It prints the figures (`--json`: one JSON object); they are recorded in docs/benchmarks/train.md.
 """
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ def main() -> None:
                                    "efficientnet_lite0@224": encoder_fps("efficientnet_lite0"),
                                    # the demo's size (configs/demo.yaml)
                                    "efficientnet_lite0@112": encoder_fps("efficientnet_lite0", input_size=112)}
+    out["load_average"] = round(os.getloadavg()[0], 1)   # the machine may be shared: say how busy it was
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -137,6 +138,7 @@ def main() -> None:
               f"   ratio {r['ratio']:.3f}  (target >= 0.85)")
     for name, fps in out["encoder_frames_per_s"].items():
         print(f"encoder {name:24s} {fps:8.1f} frames/s (batch 32)")
+    print(f"load average at the end: {out['load_average']}")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ CONTRASTS = {
     "appearance": (60, ("default.yaml", "sampling.frames=8"),
                    lambda a: min(a.values()) >= 0.93 and abs(a["lstm"] - a["per_frame"]) <= 0.05,
                    "both >= 93% and within 5 points of each other"),
-    # measured lstm 90.0-90.8%, per_frame 42.5% (T=12, motion stream v1/v2): asserted with a margin
+    # measured lstm 90.0%, per_frame 42.5% (T=12, docs/benchmarks/demo.md): asserted with a margin
     "composite": (100, ("demo.yaml",),
                   lambda a: a["lstm"] >= 0.85 and 0.38 <= a["per_frame"] <= 0.62
                   and a["lstm"] - a["per_frame"] >= 0.35,

@@ -107,7 +107,7 @@ def test_a_still_shot_and_a_fade_read_as_no_motion(videos, tmp_path):
 def test_black_frames_and_flat_backgrounds_read_as_no_motion(tmp_path):
     """A fade from black and back (real H.264): steps touching a black frame, and cells of a uniform
     background, have no texture to match; they must read as zero motion, zero confidence, not as the
-    first shift tried (motion v1 said -3 px there)."""
+    first shift tried (-3 px)."""
     base = photo()[100:280, 100:340].astype(np.float32)
     gains = [0.0] * 4 + list(np.linspace(0.2, 1.0, 8)) + [0.0] * 4
     video = write_frames(tmp_path / "black.mp4", [(base * g).astype(np.uint8) for g in gains], fps=16)

@@ -39,7 +39,7 @@ def prepare_process(*, debug: bool) -> None:
     """Settings read when torch and cv2 load (call before importing them); the user's own values win.
 
     - OpenMP threads sleep instead of spinning between torch ops: spinning threads starve the decode
-      threads running alongside (measured: 20 clips 10.9 s -> 1.4 s on a busy 2-core machine).
+      threads running alongside (docs/benchmarks/classify.md).
     - OpenCV's and FFmpeg's own stderr logging is silenced unless --debug: a broken file is reported
       once, in our one line."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None, *, fast_exit: bool = False) -> int:
 
 
 def _exit_now(code: int) -> None:
-    """End the process without the interpreter's teardown: with torch loaded that is ~0.2 s of
-    finalizers (one per registered operator library) after the last result is out, for nothing.
+    """End the process without the interpreter's teardown: with torch loaded that is a fraction of a
+    second of finalizers (one per registered operator library) after the last result is out, for nothing.
     Output is flushed and multiprocessing's own exit hook runs first (children joined, the fork
     server's temporary folder removed); everything the command wrote is already closed."""
     import multiprocessing.util

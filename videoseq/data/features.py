@@ -147,8 +147,8 @@ class FeatureStore:
         from videoseq.models.classifier import fold_batchnorm
         from videoseq.models.transforms import frames_to_tensor
 
-        # a copy with BatchNorm folded into the convolutions (Lite0 ~27% faster; the same features to
-        # ~1e-6, as a bundle computes them); the store's identity is the encoder's own weights
+        # a copy with BatchNorm folded into the convolutions (faster; the same features to ~1e-6, as a
+        # bundle computes them); the store's identity is the encoder's own weights
         enc = copy.deepcopy(self.encoder).to(self.device).eval()
         fold_batchnorm(enc)
         pending: list[tuple[int, np.ndarray, np.ndarray]] = []   # (ref index, valid frames, mask)

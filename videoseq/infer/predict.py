@@ -15,8 +15,7 @@ Cores: `workers` decoders feed `workers` inference threads, batches predicted si
 and yielded in order. The parallelism of many files comes from these workers, so while neighbours
 decode alongside, each capture gets `DECODE_THREADS // workers` FFmpeg threads (a lone file keeps all
 of them), and each inference worker `inference_threads(workers)` torch threads (1 on 2 cores): on a
-2-core machine one torch thread would otherwise be the critical path (measured, 200 clips: inference
-ended 2.3 s after the last decode; side by side it ends with it).
+2-core machine one torch thread would otherwise be the critical path (docs/benchmarks/classify.md).
 
 Exactness: the encoder runs on each clip's T frames alone (`VideoClassifier.clip_features`), and the
 motion stream and the head on batches of exactly `batch_size` clips: a batch that is not full is
@@ -24,8 +23,7 @@ padded with blank clips, which skip the encoder. So a video's probabilities are 
 it is classified alone, among other videos, or by `videoseq evaluate` (same `batch_size`); different
 batch sizes may differ in the last bits (floating-point sums in another order). The default,
 config.INFERENCE_BATCH_SIZE = 4, costs a single file only the motion and head passes of 3 blank
-clips (measured, one small_cnn clip: 10.7-10.9 ms at batch 1, 19.5-22.5 ms at batch 4), and saves
-~1 s of the main process's CPU over 200 clips (5.1-5.9 s at batch 1, 4.0-4.7 s at batch 4).
+clips and saves main-process CPU on many files (docs/benchmarks/classify.md).
 """
 from __future__ import annotations
 
@@ -74,7 +72,7 @@ class Prediction(NamedTuple):
 
     def to_json(self) -> dict:
         """The JSON record `classify --json` prints for it."""
-        """The `classify --json` line (DESIGN.md)."""
+        """The `classify --json` line (docs/design.md)."""
         return {"path": self.path, "label": self.label, "score": self.score, "probs": self.probs,
                 "head": self.head, "frames": self.frames, "seconds": round(self.seconds, 4)}
 

@@ -1,4 +1,4 @@
-"""The run directory of a compare: metrics.json (DESIGN.md schema), report.md, plots/, models/.
+"""The run directory of a compare: metrics.json (docs/design.md schema), report.md, plots/, models/.
 
 `summarise` turns the trained runs into the metrics dict; `write_run` writes everything, with
 metrics.json last, so its presence means the run is complete.
@@ -66,7 +66,7 @@ def _head_metrics(runs: list["HeadRun"], classes: list[str]) -> dict:
 
 
 def summarise(data: "Data", runs: dict[str, list["HeadRun"]], config: Config, *, seconds: float) -> dict:
-    """The metrics.json content (DESIGN.md schema plus extra keys)."""
+    """The metrics.json content (docs/design.md schema plus extra keys)."""
     index = data.index
     counts = {s: sum(index.counts().get(s, {}).values()) for s in ("train", "val", "test")}
     models = {head: _head_metrics(rs, data.classes) for head, rs in runs.items()}

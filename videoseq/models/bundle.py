@@ -115,7 +115,7 @@ def save_bundle(dest: str | Path, *, model: "VideoClassifier", head: str, config
 def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     """Rebuild the classifier stored at `path` (a bundle, or a run folder: its best head) on `device`
     ("cpu", "cuda", "auto"), for inference: in eval mode, BatchNorm folded into the convolutions
-    (`models.fold_batchnorm`). Raise `BundleError` saying what is wrong if it can't."""
+    (`models.classifier.fold_batchnorm`). Raise `BundleError` saying what is wrong if it can't."""
     path = Path(path)
     if path.is_dir() and not (path / "config.json").exists() and (path / "models").is_dir():
         path = choose_bundle(path)

@@ -115,7 +115,7 @@ def build_model(config: ModelConfig, head: str, num_classes: int, *,
 def fold_batchnorm(module: nn.Module) -> int:
     """Fold every BatchNorm2d in eval mode into the convolution whose output it normalises, in place,
     and return how many were folded. For inference only (bundles: `load_bundle`): the same function of
-    the input (to ~1e-7), one pass over each activation less (small_cnn: encoder ~30% faster on CPU).
+    the input (to ~1e-7), one pass over each activation less.
 
     Pairs are found in every nn.Sequential (a Conv2d directly followed by a BatchNorm2d: torchvision's
     conv-norm-activation blocks, SmallCNN) and in modules that name theirs with `conv_bn_pairs()`."""

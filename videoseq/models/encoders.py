@@ -84,9 +84,7 @@ class FrameEncoder(nn.Module):
         """How many frames one inference call should take (feature caching, classify). On a GPU, 128.
         On the CPU ~3 MiB of input: a convolution's activations are ~8x its input (Lite0's first
         blocks), and above 32 MiB glibc serves every allocation with fresh mmap'd pages, whose page
-        faults then cost more than the batching saves. Measured, Lite0 at 224 px, 2 threads: 44
-        frames/s in calls of 128, 107 in calls of 4 (1.6 million page faults less per 128 frames);
-        at 112 px 192 -> 333 frames/s."""
+        faults then cost more than the batching saves (docs/benchmarks/classify.md)."""
         if torch.device(device).type != "cpu":
             return 128
         return max(1, INFERENCE_CALL_BYTES // (3 * 4 * self.input_size * self.input_size))
@@ -114,7 +112,7 @@ class FrameEncoder(nn.Module):
     def cache_id(self) -> str:
         """name (+ @size when not the default) + weights + pooling + a digest of the current
         parameters, e.g. `efficientnet_lite0-DEFAULT-grid2-3f9a0c1d2e4b`. The digest makes the id honest for random
-        init, fine-tuned or bundle-loaded weights alike; it costs ~20 ms per 5M parameters."""
+        init, fine-tuned or bundle-loaded weights alike."""
         h = hashlib.blake2b(digest_size=6)
         for key, tensor in self.trunk.state_dict().items():
             h.update(key.encode())
@@ -140,7 +138,7 @@ class Built(NamedTuple):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights_label: str
-    channels_last: bool = False    # measured faster on CPU (Lite0 +55%, small_cnn +60%); same results
+    channels_last: bool = False    # run the trunk channels-last (faster on CPU for these); same results
 
 
 ENCODERS: Registry[Callable[[str | None], Built]] = Registry("encoder")
@@ -151,7 +149,7 @@ def build_encoder(name: str, *, weights: str | None = None, pooling: str = "avg"
     """The registered encoder `name` (see `list_encoders()`), its weights loaded.
 
     input_size overrides the side frames are resized to (None = the encoder's own, e.g. 224 for
-    ImageNet weights; every trunk is fully convolutional, and Lite0 at 112 is ~5x faster on CPU).
+    ImageNet weights; every trunk is fully convolutional, and a smaller side is much faster on a CPU).
     with_classifier keeps the pretrained ImageNet head (for `imagenet_logits`); off by default so
     bundles and optimisers carry only the trunk.
     """
@@ -297,8 +295,8 @@ class TorchvisionSpec(NamedTuple):
     """A torchvision model as an encoder: its factory and weights enum names in torchvision.models, the
     trunk's channels, and how to split the model into trunk and classifier."""
 
-    factory: str        # torchvision.models attribute, resolved on build: importing torchvision costs
-    weights_enum: str   # ~2.7 s CPU, which every `classify` of a small_cnn or Lite0 bundle would pay
+    factory: str        # torchvision.models attribute, resolved on build: importing torchvision takes
+    weights_enum: str   # seconds, which every `classify` of a small_cnn or Lite0 bundle would pay
     channels: int
     split: Callable[[nn.Module], tuple[nn.Module, nn.Module]]   # model -> (trunk, classifier)
 

@@ -60,9 +60,8 @@ class FrameEmbed(nn.Module):
     thousands of appearance features would otherwise carry ~3% of the signal at initialisation, and a
     head on a few hundred clips memorises the videos' looks before it learns how they move. For the
     same reason `stream_dropout` hides the whole appearance stream from that share of the training
-    clips (all their steps), so the head must also learn to decide from the motion alone. Measured in
-    docs/benchmarks/train.md (real zoom: one shared projection 69-75%, normalised streams + stream
-    dropout 0.7 88-94%, the motion stream alone 94-100%)."""
+    clips (all their steps), so the head must also learn to decide from the motion alone
+    (docs/benchmarks/train.md has the ablation)."""
 
     def __init__(self, appearance_dim: int, motion_dim: int, *, hidden: int, dropout: float,
                  stream_dropout: float = 0.0):

@@ -76,7 +76,7 @@ class BlockMatchMotion(nn.Module):
 
         As sum(cur^2) - 2 sum(cur * prev_u) + sum(prev_u^2) per cell: the cross term is one depthwise
         convolution of each cell's search window by the cell itself, the last term a box sum (two small
-        matrix products). Three ops a scale instead of three per shift (7x7 shifts): ~5x less CPU."""
+        matrix products). Three ops a scale instead of three per shift (7x7 shifts)."""
         r, n, g, side = self.radius, prev.shape[0], self.grid, prev.shape[-1]
         k, c = 2 * r + 1, side // g
         w, m = c + 2 * r, n * g * g
@@ -177,7 +177,7 @@ def _parabola(cost: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, *, axis: i
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
     """(N, s, s): each frame to zero mean, unit variance (flat frames stay zero). Two passes of plain
-    means: torch's `std` is ~9x slower on these small rows."""
+    means: torch's `std` is much slower on these small rows."""
     flat = x.flatten(1)
     centred = flat - flat.mean(dim=1, keepdim=True)
     std = (centred * centred).mean(dim=1, keepdim=True).sqrt()
