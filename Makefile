@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install test test-fast demo server bench clean
 
+# `.[dev]` pins torch==2.14.1 / torchvision==0.29.1 (the library itself only asks for ranges), so a
+# fresh clone installs exactly the pair the suite was measured with, never a gigabytes-large other one.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

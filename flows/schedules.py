@@ -8,7 +8,9 @@
         parameters: {root: data, run_dir: runs/nightly, config: configs/default.yaml}
 
 Relative paths in parameters are resolved against the folder `serve` runs in, so a run started
-later by the runner finds the same files.
+later by the runner finds the same files. One exception: a `config` such as `configs/default.yaml`
+(or `default.yaml`) that is not there means the config of that name shipped in the package
+(videoseq/configs/), so the shipped schedules work after a wheel install, from any folder.
 """
 from __future__ import annotations
 
@@ -21,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from videoseq.config import read_yaml_file
 from videoseq.errors import ConfigError, VideoseqError
+from videoseq.registry import Registry
 
-FLOWS = {  # name in YAML -> "module:attribute" of the flow object
-    "pipeline": "flows.pipeline:pipeline",
-    "classify_inbox": "flows.classify_inbox:classify_inbox",
-}
+FLOWS: Registry[str] = Registry("flow")    # name in YAML -> "module:attribute" of the flow object
+FLOWS.add("pipeline", "flows.pipeline:pipeline")
+FLOWS.add("classify_inbox", "flows.classify_inbox:classify_inbox")
 PATH_PARAMETERS = {"root", "run_dir", "config", "inbox", "bundle", "results"}
 SERVER_HINT = ("start one with `prefect server start --host 127.0.0.1` (or `make server`) and "
                "export PREFECT_API_URL=http://127.0.0.1:4200/api; schedules do not run on the "
@@ -37,6 +38,7 @@ SERVER_HINT = ("start one with `prefect server start --host 127.0.0.1` (or `make
 
 @dataclass
 class DeploymentSpec:
+    """One deployment of the schedules file, validated; path parameters already absolute."""
     name: str
     flow: str                                  # key of FLOWS
     cron: str | None = None
@@ -51,12 +53,7 @@ class DeploymentSpec:
 def load_schedules(path: str | Path, *, base: str | Path | None = None) -> list[DeploymentSpec]:
     """Read and validate a schedules file; relative path parameters become absolute (against `base`)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: schedules file not found")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml_file(p, what="schedules file")
     if not isinstance(raw, dict) or not isinstance(raw.get("deployments"), list) or not raw["deployments"]:
         raise ConfigError(f"{p}: expected a non-empty list under `deployments:`")
     unknown = sorted(set(raw) - {"deployments"})
@@ -83,7 +80,7 @@ def _spec(path: Path, i: int, item: Any, base: Path) -> DeploymentSpec:
         if not isinstance(item.get(key), str) or not item[key]:
             raise ConfigError(f"{where}: `{key}` is required")
     if item["flow"] not in FLOWS:
-        raise ConfigError(f"{where}: unknown flow {item['flow']!r}; choose from {', '.join(sorted(FLOWS))}")
+        raise ConfigError(f"{where}: unknown flow {item['flow']!r}; choose from {', '.join(FLOWS.names())}")
     if (item.get("cron") is None) == (item.get("interval") is None):
         raise ConfigError(f"{where} ({item['name']}): give exactly one of `cron` or `interval`")
     interval = item.get("interval")
@@ -97,7 +94,7 @@ def _spec(path: Path, i: int, item: Any, base: Path) -> DeploymentSpec:
         json.dumps(params)
     except TypeError:
         raise ConfigError(f"{where} ({item['name']}): `parameters` must be JSON values") from None
-    params = {k: (str((base / v).resolve()) if k in PATH_PARAMETERS and isinstance(v, str) else v)
+    params = {k: (_resolve_path(k, v, base) if k in PATH_PARAMETERS and isinstance(v, str) else v)
               for k, v in params.items()}
     spec = DeploymentSpec(**{**item, "parameters": params})
     if spec.cron is not None:
@@ -110,8 +107,24 @@ def _spec(path: Path, i: int, item: Any, base: Path) -> DeploymentSpec:
     return spec
 
 
+def _resolve_path(key: str, value: str, base: Path) -> str:
+    """`value` against `base`; a `config` missing there but named like a shipped one is the shipped one."""
+    path = (base / value).resolve()
+    relative = Path(value)
+    if key == "config" and not path.exists() and not relative.is_absolute() \
+            and relative.parent in (Path("."), Path("configs")):
+        from videoseq.configs import config_file
+
+        try:
+            return str(config_file(relative.name))
+        except ConfigError:
+            pass                 # not shipped either: keep the path; loading it will say it is missing
+    return str(path)
+
+
 def load_flow(name: str) -> Any:
-    module, _, attr = FLOWS[name].partition(":")
+    """The flow object registered in FLOWS under `name` (imported on first use)."""
+    module, _, attr = FLOWS.get(name).partition(":")
     return getattr(importlib.import_module(module), attr)
 
 

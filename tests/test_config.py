@@ -38,6 +38,7 @@ def test_yaml_and_overrides(tmp_path):
     ("model:\n  bidirectional: 3\n", "model.bidirectional"),
     ("- a\n- b\n", "mapping"),
     ("train: [\n", "not valid YAML"),
+    ("train: !!python/object/apply:os.system [true]\n", "not valid YAML"),    # no tag builds objects
 ])
 def test_bad_files_name_the_key(tmp_path, text, fragment):
     f = tmp_path / "bad.yaml"
@@ -52,6 +53,8 @@ def test_bad_files_name_the_key(tmp_path, text, fragment):
     ("train.epochs", "key=value"),
     ("train.nope=1", "train.nope"),
     ("sampling.frames=1.5", "sampling.frames"),
+    ("train.epochs=[1", "not a valid YAML value"),
+    ("train.epochs=!!python/object/apply:os.system [true]", "not a valid YAML value"),
 ])
 def test_bad_overrides(item, fragment):
     with pytest.raises(ConfigError) as e:
@@ -59,9 +62,32 @@ def test_bad_overrides(item, fragment):
     assert fragment in str(e.value)
 
 
+def test_binary_file_is_one_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(f)
+
+
 def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_a_bad_set_value_is_one_line_and_exit_2(capsys):
+    from videoseq.cli import main
+
+    assert main(["scan", "/nonexistent", "--set", "train.epochs=[1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videoseq scan: error: --set 'train.epochs=[1'") and "\n" not in err
+
+
+def test_configs_folder_falls_back_to_the_shipped_configs(tmp_path, monkeypatch):
+    """`--config configs/demo.yaml` outside a checkout (after a wheel install) reads the shipped file."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/demo.yaml") == load_config(Path(__file__).parents[1] / "configs" / "demo.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("configs/absent.yaml")
 
 
 def test_digest_changes_with_content():

@@ -124,18 +124,39 @@ def load_config(path: str | Path | None = None, *, overrides: list[str] | tuple[
     """Defaults, then the YAML file (if any), then `a.b=c` overrides, each validated."""
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raw = read_yaml_file(_existing_config(Path(path)), what="config file")
         if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for item in overrides:
         _apply_override(raw, item)
     return config_from_dict(raw)
+
+
+def read_yaml_file(path: str | Path, *, what: str) -> Any:
+    """The YAML document in `path` (an empty file: {}), with the safe loader: no tags that build
+    objects. ConfigError naming the file and the reason when it is missing or not valid YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid YAML ({_first_line(e)})") from None
+
+
+def _existing_config(p: Path) -> Path:
+    """`p`, or (when `p` is missing and names a file of the repository's `configs/` folder) the shipped
+    config of that name: `--config configs/demo.yaml` works after a wheel install too."""
+    if p.is_file() or p.parent not in (Path("configs"), Path(".")):
+        return p
+    from videoseq.configs import shipped_configs, config_file
+
+    return config_file(p.name) if p.name in shipped_configs() else p
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -155,7 +176,10 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: not a valid YAML value ({_first_line(e)})") from None
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

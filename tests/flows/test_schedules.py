@@ -72,7 +72,7 @@ def test_dask_runner_uses_the_address_or_a_two_worker_local_cluster():
 
 
 @pytest.mark.parametrize("runtime, message", [
-    (RuntimeConfig(task_runner="ray"), "unknown 'ray'; choose from dask, threads"),
+    (RuntimeConfig(task_runner="ray"), "unknown task runner 'ray'; choose from dask, threads"),
     (RuntimeConfig(max_workers=0), "at least 1"),
 ])
 def test_bad_task_runner_settings(runtime, message):

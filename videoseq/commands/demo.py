@@ -1,7 +1,8 @@
 """`videoseq demo`: the whole pipeline on the `composite` synthetic task, end to end, in a few minutes.
 
 1. generate data/demo/ (6 classes: circle|square|triangle x left|right) unless it is already there;
-2. run the Prefect pipeline flow with configs/demo.yaml (per_frame vs lstm on frozen Lite0 features);
+2. run the Prefect pipeline flow with the shipped demo.yaml (videoseq/configs/; per_frame vs lstm on
+   frozen Lite0 features);
 3. print the comparison table and the report path;
 4. classify two test videos (same shape, opposite directions) through `videoseq classify --timeline`.
 
@@ -23,15 +24,18 @@ DEMO_SIZE = (96, 96)
 
 
 def default_config() -> Path:
-    """configs/demo.yaml of this checkout (the package's parent folder), else of the working folder."""
-    here = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    return here if here.is_file() else Path("configs/demo.yaml")
+    """The demo.yaml shipped in the package (videoseq/configs/), wherever videoseq is installed."""
+    from videoseq.configs import config_file
+
+    return config_file("demo.yaml")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of `videoseq demo` to `p`."""
     p.add_argument("--data", default="data/demo", metavar="DIR", help="dataset folder (default: data/demo)")
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run folder (default: runs/demo)")
-    p.add_argument("--config", metavar="FILE", help="config YAML (default: configs/demo.yaml)")
+    p.add_argument("--config", metavar="FILE",
+                   help="config YAML (default: demo.yaml shipped in the package, videoseq/configs/)")
     p.add_argument("--videos-per-class", type=int, default=DEMO_VIDEOS_PER_CLASS, metavar="N",
                    help=f"dataset size (default: {DEMO_VIDEOS_PER_CLASS}; fewer is faster and noisier)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
@@ -55,6 +59,8 @@ def pick_examples(root: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `videoseq demo`: generate, run the pipeline flow, print the table, classify two test videos;
+    return `videoseq classify`'s exit code. A bad config raises `ConfigError` before anything is generated."""
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")  # the demo prints its own steps
     from videoseq.commands.run import keep_prefect_logs_to_prefect, prepare_prefect_environment, print_summary
 
