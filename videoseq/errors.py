@@ -30,3 +30,16 @@ class DatasetError(VideoseqError):
 
 class BundleError(VideoseqError):
     """A model bundle that cannot be loaded (missing, corrupt, incompatible)."""
+
+
+class OutputError(VideoseqError):
+    """An output that cannot be written: `OutputError(path, "no space left on device")`. Nothing
+    partial is left behind that a later run would trust."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: cannot write ({reason})")
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.path, self.reason))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videoseq import __version__
-from videoseq.io.atomic import atomic_torch_save, atomic_write_json
+from videoseq.io.atomic import atomic_torch_save, atomic_write_json, replace_dir
 from videoseq.config import Config, config_from_dict
 from videoseq.errors import BundleError, ConfigError
 from videoseq.runtime import resolve_device
@@ -104,7 +103,7 @@ def save_bundle(dest: str | Path, *, model: "VideoClassifier", head: str, config
         atomic_torch_save(tmp / "model.pt", state)
         atomic_write_json(tmp / "config.json", meta)
         atomic_write_json(tmp / "metrics.json", _jsonable(metrics))
-        _replace_dir(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -290,18 +289,6 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return metrics if isinstance(metrics, dict) else {}
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished folder `tmp` to `dest`; an existing `dest` is swapped out, then removed."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _api_level(version: str) -> str:
