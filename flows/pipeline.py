@@ -9,12 +9,15 @@ Each step wraps a library function; the flow adds what orchestration is for:
   videos extracts nothing; transient errors (OSError, crashes) are retried, a broken video fails its
   own task only, is marked failed in the index, and the flow goes on without it;
 - a progress artifact during extraction and during training, then the markdown report and a table of
-  the heads' metrics as artifacts; logs through `get_run_logger`.
+  the heads' metrics as artifacts; logs through `get_run_logger`;
+- with `progress=True` (`videoseq run` and `videoseq demo` in a terminal), stage lines and progress
+  bars on stderr as well: scan, extraction, feature encoding, training per head.
 Parameters and task inputs/outputs are JSON values and paths, never arrays.
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.futures import as_completed
+from tqdm import tqdm
 
 from flows.runners import build_task_runner
 from videoseq.config import Config, SamplingConfig, config_digest, config_from_dict, load_config
@@ -62,13 +66,24 @@ def _extract_run_name() -> str:
     return f"extract-{Path(task_run.parameters['path']).name}"
 
 
+def _stage(progress: bool, text: str) -> None:
+    """A stage line on stderr for a person watching the terminal (the run logs get their own)."""
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(f"videoseq: {text}", file=sys.stderr)
+
+
 @task(name="scan-dataset")
-def scan(root: str, config: dict[str, Any], run_dir: str) -> str:
+def scan(root: str, config: dict[str, Any], run_dir: str, progress: bool = False) -> str:
     """Index and validate the dataset; returns the path of RUN_DIR/index.json."""
     from videoseq.data.dataset import scan_dataset
 
     cfg = config_from_dict(config)
-    index = scan_dataset(root, cfg.data, workers=cfg.runtime.workers, progress=False)
+    _stage(progress, f"scan {root}")
+    index = scan_dataset(root, cfg.data, workers=cfg.runtime.workers, progress=progress)
+    _stage(progress, f"scan: {len(index.ok())} usable videos in {len(index.classes)} classes, "
+                     f"{len(index.skipped())} skipped")
     logger = get_run_logger()
     logger.info("%s: %d usable videos in %d classes, %d skipped", root, len(index.ok()),
                 len(index.classes), len(index.skipped()))
@@ -109,18 +124,21 @@ def extract_video(path: str, views: int, sampling: dict[str, Any], size: int, ca
 
 @flow(name="extract-videos")
 def extract_videos(paths: list[str], views: list[int], sampling: dict[str, Any], size: int,
-                   cache_root: str, min_frames: int = 1) -> dict[str, list]:
+                   cache_root: str, min_frames: int = 1, progress: bool = False) -> dict[str, list]:
     """Fan out one `extract_video` per path. Returns {"extracted": [path], "cached": [path],
     "failed": [[path, reason]]}; "cached" = the task itself was a Prefect cache hit or found every clip
     in the frame cache."""
     logger = get_run_logger()
-    progress = create_progress_artifact(0.0, key="extraction-progress",
+    artifact = create_progress_artifact(0.0, key="extraction-progress",
                                         description=f"frames of {len(paths)} videos")
     futures = extract_video.map(paths, views, unmapped(sampling), unmapped(size), unmapped(cache_root),
                                 unmapped(min_frames))
     path_of = {future.task_run_id: path for future, path in zip(futures, paths)}
     outcome: dict[str, list] = {"extracted": [], "cached": [], "failed": []}
+    _stage(progress, f"extract frames of {len(paths)} videos")
+    bar = tqdm(total=len(paths), desc="extract", unit="video", disable=not progress, leave=False)
     for done, future in enumerate(as_completed(futures), 1):
+        bar.update()
         future.wait()
         state, path = future.state, path_of[future.task_run_id]
         if state.is_completed():
@@ -131,9 +149,10 @@ def extract_videos(paths: list[str], views: list[int], sampling: dict[str, Any],
             reason = getattr(error, "reason", None) or str(error).splitlines()[0]
             logger.warning("%s: extraction failed, left out of the run: %s", path, reason)
             outcome["failed"].append([path, reason])
-        update_progress_artifact(progress, 100.0 * done / max(1, len(paths)))
+        update_progress_artifact(artifact, 100.0 * done / max(1, len(paths)))
+    bar.close()
     if not paths:
-        update_progress_artifact(progress, 100.0)
+        update_progress_artifact(artifact, 100.0)
     logger.info("frames: %d videos extracted, %d from the cache, %d failed", len(outcome["extracted"]),
                 len(outcome["cached"]), len(outcome["failed"]))
     return outcome
@@ -153,25 +172,28 @@ def record_failures(index_path: str, failed: list[list[str]]) -> str:
 
 
 @task(name="compare-heads")
-def compare(index_path: str, run_dir: str, config: dict[str, Any]) -> str:
+def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: bool = False) -> str:
     """Train and test every head on the extracted frames; returns the path of RUN_DIR/metrics.json."""
     from videoseq.learn.compare import compare_heads
     from videoseq.data.dataset import DatasetIndex
 
     logger = get_run_logger()
     cfg = config_from_dict(config)
-    progress = create_progress_artifact(0.0, key="training-progress",
+    artifact = create_progress_artifact(0.0, key="training-progress",
                                         description=f"heads {', '.join(cfg.compare.heads)}")
     last = [0.0]
 
     def on_event(stage: str, fraction: float) -> None:
         if stage == "train" and fraction - last[0] >= 0.02 or stage == "report":
             last[0] = fraction if stage == "train" else 1.0
-            update_progress_artifact(progress, 100.0 * last[0])
+            update_progress_artifact(artifact, 100.0 * last[0])
         if stage != "train":
             logger.info("compare: %s done", stage)
+            _stage(progress, f"compare: {stage} done")
 
-    compare_heads(DatasetIndex.from_json(index_path), run_dir, cfg, progress=False, on_event=on_event)
+    _stage(progress, f"compare heads {', '.join(cfg.compare.heads)} ({cfg.train.mode} encoder, "
+                     f"{max(1, cfg.train.seeds)} seed(s))")
+    compare_heads(DatasetIndex.from_json(index_path), run_dir, cfg, progress=progress, on_event=on_event)
     return str(Path(run_dir) / "metrics.json")
 
 
@@ -198,20 +220,22 @@ def publish(run_dir: str, metrics_path: str) -> dict[str, Any]:
 
 @flow(name="pipeline")
 def pipeline(root: str, run_dir: str, config: str | None = None,
-             overrides: list[str] | None = None) -> dict[str, Any]:
-    """Scan ROOT, extract frames (cached per video), compare the heads, publish the report in RUN_DIR."""
+             overrides: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Scan ROOT, extract frames (cached per video), compare the heads, publish the report in RUN_DIR.
+    `progress`: stage lines and progress bars on stderr too (for a terminal)."""
     logger = get_run_logger()
     cfg: Config = load_config(config, overrides=list(overrides or []))
     raw = cfg.to_dict()
     out = Path(run_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    index_path = scan(str(Path(root).resolve()), raw, str(out))
+    index_path = scan(str(Path(root).resolve()), raw, str(out), progress)
     plan = plan_extraction(index_path, raw)
     runner = build_task_runner(cfg.runtime)
     frames = extract_videos.with_options(task_runner=runner)(
-        plan["paths"], plan["views"], raw["sampling"], plan["size"], plan["cache_root"], plan["min_frames"])
+        plan["paths"], plan["views"], raw["sampling"], plan["size"], plan["cache_root"], plan["min_frames"],
+        progress)
     index_path = record_failures(index_path, frames["failed"])
-    metrics = publish(str(out), compare(index_path, str(out), raw))
+    metrics = publish(str(out), compare(index_path, str(out), raw, progress))
     best = max(metrics["models"], key=lambda h: metrics["models"][h]["accuracy"])
     logger.info("run %s: best head %s (test accuracy %.3f)", out, best, metrics["models"][best]["accuracy"])
     return {"run_dir": str(out), "report": str(out / "report.md"), "metrics": str(out / "metrics.json"),

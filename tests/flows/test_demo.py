@@ -46,8 +46,13 @@ def test_run_command_prints_the_table_and_skipped_files(tiny_dataset_with_broken
     from videoseq.cli import main
 
     assert main(["run", str(tiny_dataset_with_broken), "--out", str(tmp_path / "run"),
-                 "--config", tiny_config, "--set", "compare.heads=[per_frame]"]) == 0
-    out = capsys.readouterr().out
+                 "--config", tiny_config, "--set", "compare.heads=[per_frame]",
+                 "--set", "runtime.progress=true"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    for stage in ("videoseq: scan", "videoseq: extract frames of", "videoseq: compare heads per_frame",
+                  "videoseq: compare: report done"):            # the terminal shows where the flow is
+        assert stage in captured.err, captured.err[-2000:]
     assert "| per_frame |" in out and "| lstm |" not in out
     assert "skipped:" in out and "broken.avi" in out
     assert (tmp_path / "run" / "models" / "per_frame" / "model.pt").is_file()

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     config = Path(args.config) if args.config else default_config()
-    load_config(config, overrides=args.overrides)      # fail fast, before generating anything
+    cfg = load_config(config, overrides=args.overrides)      # fail fast, before generating anything
     data = Path(args.data)
     print(f"[1/4] dataset: {DEMO_TASK} task in {data} (generated once, then reused)")
     generate_dataset(data, task=DEMO_TASK, videos_per_class=args.videos_per_class, frames=DEMO_FRAMES,
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
 
     keep_prefect_logs_to_prefect()
-    summary = pipeline(root=str(data), run_dir=args.out, config=str(config), overrides=list(args.overrides))
+    summary = pipeline(root=str(data), run_dir=args.out, config=str(config), overrides=list(args.overrides),
+                       progress=cfg.runtime.progress)
     print(f"[3/4] comparison after {time.perf_counter() - t0:.0f} s")
     print_summary(summary)
 

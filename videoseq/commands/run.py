@@ -65,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
     prepare_prefect_environment()
     from videoseq.config import load_config
 
-    load_config(args.config, overrides=args.overrides)      # bad config: one-line error before prefect starts
+    config = load_config(args.config, overrides=args.overrides)   # bad config: one line, before prefect starts
     from flows.pipeline import pipeline
 
     keep_prefect_logs_to_prefect()
-    summary = pipeline(root=args.root, run_dir=args.out, config=args.config, overrides=list(args.overrides))
+    summary = pipeline(root=args.root, run_dir=args.out, config=args.config, overrides=list(args.overrides),
+                       progress=config.runtime.progress)
     print_summary(summary)
     return 0
