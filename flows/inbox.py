@@ -9,6 +9,7 @@ killed runs leave whole lines; a torn last line from a crash is skipped when rea
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 LEDGER_DIR = ".videoseq"          # inside the inbox; hidden folders are never scanned for videos
 LEDGER_NAME = "results.jsonl"
+MAX_LINE_BYTES = 1 << 20          # one record; a longer line is skipped without being held in memory
 
 
 def default_ledger(inbox: str | Path) -> Path:
@@ -28,19 +30,25 @@ def default_ledger(inbox: str | Path) -> Path:
 
 
 def read_ledger(path: str | Path) -> dict[str, dict[str, Any]]:
-    """digest -> the latest record for it. Missing file: empty. Unparseable lines are skipped."""
+    """digest -> the latest record for it. Missing file: empty. Unparseable lines (a torn last line,
+    bytes that are not UTF-8, a line over MAX_LINE_BYTES) are skipped with a warning."""
     done: dict[str, dict[str, Any]] = {}
     p = Path(path)
     if not p.is_file():
         return done
-    with p.open("r", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
+    with p.open("rb") as f:
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES:
+                while raw and not raw.endswith(b"\n"):      # the rest of the over-long line
+                    raw = f.readline(MAX_LINE_BYTES + 1)
+                logger.warning("%s:%d: skipping a line over %d bytes", p, number, MAX_LINE_BYTES)
+                continue
+            line = raw.strip()
             if not line:
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
                 logger.warning("%s:%d: skipping a torn line", p, number)
                 continue
             if isinstance(record, dict) and isinstance(record.get("digest"), str):
@@ -49,20 +57,25 @@ def read_ledger(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line atomically with respect to other appenders, then fsync."""
+    """Append one JSON line atomically with respect to other appenders, then fsync. A full disk (or
+    another reason the ledger cannot be written) is a one-line OutputError naming the ledger; a
+    partial line it may leave is skipped by `read_ledger`, and the next append starts a fresh line."""
+    from videoseq.io.atomic import output_errors
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
-    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if os.fstat(fd).st_size and _last_byte(p) != b"\n":
-            data = b"\n" + data        # a crash tore the previous line: start a fresh one
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"{p}: short write ({written} of {len(data)} bytes)")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with output_errors(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size and _last_byte(p) != b"\n":
+                data = b"\n" + data        # a crash tore the previous line: start a fresh one
+            written = os.write(fd, data)
+            if written != len(data):    # the file system took part of it: it is full
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)", str(p))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _last_byte(p: Path) -> bytes:

@@ -16,7 +16,6 @@ Parameters and task inputs/outputs are JSON values and paths, never arrays.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from flows.runners import build_task_runner
 from videoseq.config import Config, SamplingConfig, config_digest, config_from_dict, load_config
 from videoseq.errors import VideoseqError
+from videoseq.io.atomic import work_dir
 
 RETRIES = 2                      # transient failures only (I/O hiccups, a crashed worker)
 RETRY_DELAY_SECONDS = 2
@@ -75,13 +75,14 @@ def _stage(progress: bool, text: str) -> None:
 
 
 @task(name="scan-dataset")
-def scan(root: str, config: dict[str, Any], run_dir: str, progress: bool = False) -> str:
-    """Index and validate the dataset; returns the path of RUN_DIR/index.json."""
+def scan(root: str, config: dict[str, Any], work: str, progress: bool = False) -> str:
+    """Index and validate the dataset; returns the path of WORK/index.json (the run's work folder)."""
     from videoseq.data.dataset import scan_dataset
 
     cfg = config_from_dict(config)
     _stage(progress, f"scan {root}")
-    index = scan_dataset(root, cfg.data, workers=cfg.runtime.workers, progress=progress)
+    index = scan_dataset(root, cfg.data, workers=cfg.runtime.workers, progress=progress,
+                         timeout=cfg.runtime.timeout)
     _stage(progress, f"scan: {len(index.ok())} usable videos in {len(index.classes)} classes, "
                      f"{len(index.skipped())} skipped")
     logger = get_run_logger()
@@ -89,7 +90,7 @@ def scan(root: str, config: dict[str, Any], run_dir: str, progress: bool = False
                 len(index.classes), len(index.skipped()))
     for entry in index.skipped():
         logger.warning("skipped %s: %s", entry.path, entry.status)
-    return str(index.to_json(Path(run_dir) / "index.json"))
+    return str(index.to_json(Path(work) / "index.json"))
 
 
 @task(name="plan-extraction")
@@ -200,7 +201,9 @@ def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: boo
 @task(name="publish-report")
 def publish(run_dir: str, metrics_path: str) -> dict[str, Any]:
     """The report and the metrics table as Prefect artifacts; returns metrics.json's content."""
-    metrics = json.loads(Path(metrics_path).read_text())
+    from videoseq.models.bundle import read_run_metrics
+
+    metrics = read_run_metrics(Path(metrics_path).parent)
     report = Path(run_dir) / "report.md"
     create_markdown_artifact(key="videoseq-report", description=f"{report}",
                              markdown=report.read_text() if report.is_file() else f"(no report at {report})")
@@ -227,8 +230,8 @@ def pipeline(root: str, run_dir: str, config: str | None = None,
     cfg: Config = load_config(config, overrides=list(overrides or []))
     raw = cfg.to_dict()
     out = Path(run_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    index_path = scan(str(Path(root).resolve()), raw, str(out), progress)
+    # the scan's index lives in the run's work folder: RUN_DIR itself is only ever replaced whole, by compare
+    index_path = scan(str(Path(root).resolve()), raw, str(work_dir(out)), progress)
     plan = plan_extraction(index_path, raw)
     runner = build_task_runner(cfg.runtime)
     frames = extract_videos.with_options(task_runner=runner)(

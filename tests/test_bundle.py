@@ -207,3 +207,160 @@ def test_a_bundle_written_by_videoseq_0_1_still_loads_and_predicts_the_same() ->
     with torch.no_grad():
         probs = bundle.model(frames, None).softmax(-1)
     assert torch.allclose(probs, torch.tensor(expected["probs"]), atol=1e-5)
+
+
+# --- kill-safety: a swap killed between its renames is undone by the next loader -------------------
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no except clause for Exception catches it."""
+
+
+def _kill_swap_between_renames(monkeypatch, dest: Path, replace) -> None:
+    """Run `replace()` with the rename protocol (no renameat2 exchange), killed right after its first
+    rename (old folder moved to .NAME.old, new one not yet in place)."""
+    import os
+    from videoseq.io import atomic
+
+    real = os.replace
+
+    def killed_after_first_rename(src, dst):
+        if Path(dst) == dest:
+            raise Killed()
+        return real(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(atomic, "exchange_paths", lambda a, b: False)
+        m.setattr(atomic.os, "replace", killed_after_first_rename)
+        with pytest.raises(Killed):
+            replace()
+    assert not dest.exists() and dest.with_name(f".{dest.name}.old").is_dir()
+
+
+@pytest.mark.parametrize("loader", ["load_bundle", "read_bundle_meta", "find_bundles"])
+def test_a_bundle_swap_killed_between_renames_is_undone_by_the_next_load(tmp_path, monkeypatch, loader):
+    dest = make_bundle(tmp_path / "b", head="lstm")
+    _kill_swap_between_renames(monkeypatch, dest, lambda: make_bundle(dest, head="gru", seed=1))
+    loaded = {"load_bundle": lambda: load_bundle(dest).head, "read_bundle_meta": lambda: read_bundle_meta(dest)["head"],
+              "find_bundles": lambda: next(iter(find_bundles(dest)))}[loader]()
+    assert loaded == "lstm"                                          # the old bundle is back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_run_folder_swap_killed_between_renames_is_undone_by_the_next_load(tmp_path, monkeypatch):
+    from videoseq.io.atomic import replace_dir
+
+    run = tmp_path / "run"
+    make_bundle(run / "models" / "lstm", head="lstm", val_accuracy=0.9)
+    new = tmp_path / ".run.work" / "run"
+    make_bundle(new / "models" / "gru", head="gru", val_accuracy=0.9)
+    _kill_swap_between_renames(monkeypatch, run, lambda: replace_dir(new, run))
+    assert load_bundle(run).head == "lstm" and choose_bundle(run) == run / "models" / "lstm"
+    # a bundle inside a run folder, killed the same way, is back when the run folder is read
+    lstm = run / "models" / "lstm"
+    _kill_swap_between_renames(monkeypatch, lstm, lambda: make_bundle(lstm, head="lstm", seed=3))
+    assert set(find_bundles(run)) == {"lstm"}
+
+
+def test_save_bundle_never_replaces_a_folder_with_other_files(tmp_path: Path) -> None:
+    from videoseq.errors import OutputError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(OutputError, match=r"holds 'thesis.tex', which is not part of a model bundle"):
+        make_bundle(mine)
+    assert (mine / "thesis.tex").read_text() == "precious"
+
+
+# --- hostile bundles and run folders: size limits, malformed JSON, paths outside the folder --------
+
+def _sparse(file: Path, size: int) -> None:
+    """A file that claims `size` bytes without using the disk (reading it all would need the memory)."""
+    with file.open("r+b" if file.exists() else "wb") as f:
+        f.truncate(size)
+
+
+def test_a_huge_config_json_is_refused_before_it_is_read(bundle_dir: Path) -> None:
+    from videoseq.models.bundle import MAX_CONFIG_BYTES
+
+    _sparse(bundle_dir / "config.json", 8 << 30)                    # 8 GiB claimed
+    with pytest.raises(BundleError, match=rf"config.json is over the {MAX_CONFIG_BYTES}-byte limit") as err:
+        read_bundle_meta(bundle_dir)
+    assert "\n" not in str(err.value) and str(bundle_dir) in str(err.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"metrics.json is over the \d+-byte limit"),
+    ("{oops", r"metrics.json is not valid JSON"),
+    ("[" * 100_000, r"metrics.json is not valid JSON"),
+    ("\udcff", r"metrics.json is not valid JSON"),
+    ("fifo", r"metrics.json is not a regular file"),
+], ids=["huge", "malformed", "deeply-nested", "not-utf8", "fifo"])
+def test_a_bundle_metrics_json_that_is_huge_or_malformed_is_one_line(bundle_dir: Path, content, message) -> None:
+    import os
+
+    file = bundle_dir / "metrics.json"
+    if content is None:
+        _sparse(file, 1 << 40)                                        # 1 TiB claimed
+    elif content == "fifo":
+        file.unlink()
+        os.mkfifo(file)                                               # reading would block forever
+    else:
+        file.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(BundleError, match=message) as err:
+        load_bundle(bundle_dir)
+    assert "\n" not in str(err.value) and str(bundle_dir) in str(err.value)
+
+
+def _run_with_metrics(tmp_path: Path, models: dict) -> Path:
+    run = tmp_path / "run"
+    make_bundle(run / "models" / "lstm", head="lstm", val_accuracy=0.9)
+    (run / "metrics.json").write_text(json.dumps({"models": models}))
+    return run
+
+
+@pytest.mark.parametrize("bundle", ["../../etc", "/etc", "models/../../outside"])
+def test_a_run_metrics_json_naming_a_bundle_outside_the_run_is_refused(tmp_path: Path, bundle: str) -> None:
+    make_bundle(tmp_path / "outside", head="gru")
+    run = _run_with_metrics(tmp_path, {"lstm": {"bundle": "models/lstm"}, "gru": {"bundle": bundle}})
+    for load in (find_bundles, choose_bundle, load_bundle):
+        with pytest.raises(BundleError, match=r"metrics.json names bundle .* for 'gru', which is not a path "
+                                              r"inside the run folder") as err:
+            load(run)
+        assert "\n" not in str(err.value)
+
+
+def test_a_run_bundle_linked_outside_the_run_is_refused(tmp_path: Path) -> None:
+    outside = make_bundle(tmp_path / "outside", head="gru")
+    run = _run_with_metrics(tmp_path, {"lstm": {"bundle": "models/lstm"}, "gru": {"bundle": "models/gru"}})
+    (run / "models" / "gru").symlink_to(outside)
+    with pytest.raises(BundleError, match=r"the 'gru' bundle leads outside the run folder"):
+        find_bundles(run)
+
+
+def test_a_run_metrics_json_lists_the_bundles_and_is_size_checked(tmp_path: Path) -> None:
+    from videoseq.models.bundle import read_run_metrics
+
+    run = _run_with_metrics(tmp_path, {"lstm": {"bundle": "models/lstm", "accuracy": 0.5}})
+    make_bundle(run / "models" / "stray", head="gru")                 # not in metrics.json: not a result
+    assert find_bundles(run) == {"lstm": run / "models" / "lstm"}
+    assert read_run_metrics(run)["models"]["lstm"]["accuracy"] == 0.5
+    (run / "metrics.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match=r"metrics.json is not a JSON object"):
+        read_run_metrics(run)
+    _sparse(run / "metrics.json", 1 << 40)
+    with pytest.raises(BundleError, match=r"run: metrics.json is over the \d+-byte limit"):
+        find_bundles(run)
+
+
+def test_a_bundle_config_never_points_this_machine_elsewhere(bundle_dir: Path) -> None:
+    """config.json's runtime section (cache folder, dask scheduler, ...) described the training machine:
+    a loaded bundle carries this machine's defaults instead, so no consumer writes where it says."""
+    from videoseq.config import RuntimeConfig
+
+    _edit_config(bundle_dir, config__runtime__cache_dir="/etc/videoseq-cache",
+                 config__runtime__dask_address="tcp://203.0.113.9:8786", config__runtime__workers=64)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.config.runtime == RuntimeConfig()
+    assert bundle.meta["config"]["runtime"]["cache_dir"] == "/etc/videoseq-cache"   # as read, for the record
+    assert bundle.config.model == tiny_config().model

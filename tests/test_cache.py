@@ -9,16 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Iterator
+
 import numpy as np
 import pytest
 
 from media import frame_number, truncate, write_faststart_mp4, write_opencv, write_text
+from test_dataset import stalled_open
 from videoseq.data.cache import FrameCache, extract_dataset, file_digest
 from videoseq.data.plan import default_cache_dir
 from videoseq.config import DataConfig, RuntimeConfig, SamplingConfig
 from videoseq.data.dataset import DatasetIndex, scan_dataset
 from videoseq.io.decode import index_packets
-from videoseq.errors import VideoReadError
+from videoseq.errors import OutputError, VideoReadError
 from videoseq.io.video import iter_frames, sample_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,3 +220,105 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path, clip_file):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     assert cache.remove_stale_temp(older_than_s=3600) == 1
     assert not stale.exists() and fresh.exists()
+
+
+# ----------------------------------------------------------------------------- hung files, full disks
+
+def test_extraction_reports_a_fifo_and_a_stalled_file_and_extracts_the_rest(tmp_path):
+    """Files that change after the scan: one becomes a FIFO (never opened: it would block), one hangs
+    on open (a stalled mount) and is given up on after the timeout; the others are extracted."""
+    index = scan_dataset(_dataset(tmp_path / "ds", 3), DataConfig(), workers=0)
+    fifo, slow = index.ok()[0].path, index.ok()[1].path
+    os.unlink(fifo)
+    os.mkfifo(fifo)
+    with pytest.raises(VideoReadError, match="not a file"):
+        file_digest(fifo)
+    with stalled_open(Path(slow)):
+        started = time.monotonic()
+        report = extract_dataset(index, FrameCache(tmp_path / "frames"), T4, size=16, workers=2,
+                                 progress=False, timeout=3)
+        assert 3 <= time.monotonic() - started < 40
+    assert report.extracted == 4 and report.cached == 0
+    assert sorted(report.failed) == sorted([(fifo, "not a file"), (slow, "unreadable: timed out after 3 s")])
+    assert {e.path: e.status for e in index.skipped()} == dict(report.failed)
+    assert assert_entries_load(tmp_path / "frames") == 4
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 512 KiB file system of its own (a tmpfs, mounted as root); skips where mounting is not permitted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path, *, leave: int) -> Path:
+    """A file that takes all of `disk`'s free space but `leave` bytes."""
+    filler = disk / "filler"
+    filler.write_bytes(bytes(max(0, shutil.disk_usage(disk).free - leave)))
+    return filler
+
+
+def no_temp_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_full_disk_stops_extraction_with_one_line_and_a_rerun_resumes(tmp_path, small_disk):
+    index = scan_dataset(_dataset(tmp_path / "ds", 4), DataConfig(), workers=0)
+    before = index.to_dict()
+    frames = small_disk / "frames"
+    filler = fill(small_disk, leave=24 << 10)                     # room for two or three entries
+    for workers in (2, 0):
+        with pytest.raises(OutputError) as err:
+            extract_dataset(index, FrameCache(frames), T4, size=16, workers=workers, progress=False)
+        message = str(err.value)
+        assert message.startswith(str(frames)) and message.endswith(": cannot write (no space left on device)")
+        assert "\n" not in message and err.value.path.endswith(".npz")
+        assert index.to_dict() == before                         # no video marked failed, no count changed
+        assert no_temp_files(frames)
+        done = assert_entries_load(frames)                        # every entry there is whole
+        assert 0 < done < 8
+    filler.unlink()                                               # space freed: the rerun resumes
+    report = extract_dataset(index, FrameCache(frames), T4, size=16, workers=2, progress=False)
+    assert report == (8 - done, done, []) and assert_entries_load(frames) == 8
+    assert all(e.frames_exact for e in index.ok()) and not index.skipped()
+
+
+def test_full_disk_stops_feature_caching_with_one_line_and_a_rerun_resumes(tmp_path, small_disk):
+    import torch
+
+    from videoseq.data.features import FeatureStore
+    from videoseq.models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("small_cnn").freeze()
+    index = scan_dataset(_dataset(tmp_path / "ds", 4), DataConfig(), workers=0)
+    entries, frame_cache = index.ok(), FrameCache(tmp_path / "frames")
+    load = lambda store: store.load_split(entries, frame_cache, T4, size=16, views=1, classes=index.classes)
+    filler = fill(small_disk, leave=24 << 10)
+    store = FeatureStore(small_disk / "features", encoder)
+    with pytest.raises(OutputError) as err:
+        load(store)
+    message = str(err.value)
+    assert message.startswith(str(store.dir)) and message.endswith(": cannot write (no space left on device)")
+    assert no_temp_files(small_disk)
+    written = sorted(store.dir.glob("*.npz"))
+    assert 0 < len(written) < len(entries)
+    for path in written:                                          # what is there is whole
+        with np.load(path) as z:
+            assert z["feats"].shape == (4, encoder.out_dim) and z["mask"].shape == (4,)
+    filler.unlink()
+    again = FeatureStore(small_disk / "features", encoder)
+    split = load(again)
+    assert again.encoded_frames == 4 * (len(entries) - len(written))   # only the missing ones encoded
+    assert split.feats.shape == (len(entries), 1, 4, encoder.out_dim)
+    assert torch.equal(load(FeatureStore(small_disk / "features", encoder)).feats, split.feats)

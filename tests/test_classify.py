@@ -16,6 +16,7 @@ import torch
 
 from media import truncate, write_empty, write_h264, write_opencv, write_text
 from test_bundle import _edit_config, _Payload, make_bundle
+from test_dataset import stalled_open
 
 from videoseq.models.bundle import load_bundle
 from videoseq.data.cache import FrameCache
@@ -128,7 +129,7 @@ def test_side_by_side_decodes_split_ffmpeg_threads_and_inference_threads_are_res
     from videoseq.infer.predict import inference_threads
 
     torch.set_num_threads(2)
-    with caplog.at_level(logging.DEBUG, logger="videoseq.infer.predict"):
+    with caplog.at_level(logging.DEBUG, logger="videoseq.infer.clips"):
         list(classify_paths([videos["v0"], videos["v1"]], lstm, workers=2))
         shared = [r.getMessage() for r in caplog.records if "FFmpeg thread" in r.getMessage()]
         caplog.clear()
@@ -217,6 +218,61 @@ def test_process_stream_returns_errors_as_text_and_stops_early() -> None:
     started = time.monotonic()
     stream.shutdown(cancel=True)
     assert time.monotonic() - started < 5 and sum(f.cancelled() for f in futures) >= 15
+
+
+def _pid_or_hang(x: int) -> int:
+    if x == 1:
+        time.sleep(600)                                # a decode that never ends
+    return os.getpid()
+
+
+def test_process_stream_timeout_kills_the_hung_job_and_replaces_its_worker() -> None:
+    from videoseq.io.pool import JobCrash, JobTimeout, ProcessStream
+
+    with ProcessStream(workers=1, timeout=1) as stream:
+        first = stream.submit(_pid_or_hang, 0).result(timeout=60)
+        started = time.monotonic()
+        hung = stream.submit(_pid_or_hang, 1).result(timeout=60)
+        waited = time.monotonic() - started
+        after = [stream.submit(_pid_or_hang, 2).result(timeout=60) for _ in range(2)]
+    assert isinstance(hung, JobTimeout) and isinstance(hung, JobCrash) and hung.reason == "timed out after 1 s"
+    assert 1 <= waited < 20
+    assert after[0] == after[1] != first                # a new worker, kept for the jobs after it
+    with pytest.raises(OSError):
+        os.kill(first, 0)                                # the hung worker is gone
+    with ProcessStream(workers=1, timeout=0) as stream:  # 0: no limit
+        assert stream.submit(time.sleep, 1.2).result(timeout=60) is None
+
+
+def test_classify_reports_a_fifo_and_a_stalled_file_and_classifies_the_rest(videos, lstm, run_dir, tmp_path,
+                                                                            capsys) -> None:
+    """A FIFO is reported at once; a file whose read hangs (a stalled mount) after the timeout, in
+    worker processes (many files) and in the decode thread (one file); the others are classified as
+    they would be without them."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    slow = write_opencv(tmp_path / "slow.mp4", count=10, width=48, height=40)
+    good = [str(videos[k]) for k in ("v0", "v1", "v2")]
+    paths = [good[0], str(fifo), str(slow), good[1], good[2]]
+    clean = list(classify_paths(good, lstm, workers=2))
+    with stalled_open(slow):
+        started = time.monotonic()
+        results = list(classify_paths(paths, lstm, workers=2, timeout=2))
+        assert time.monotonic() - started < 40
+        assert [r.path for r in results] == paths
+        assert [type(r) for r in results] == [Prediction, FailedInput, FailedInput, Prediction, Prediction]
+        assert results[1].error == "not a file" and results[2].error == "timed out after 2 s"
+        assert [r.probs for r in results if isinstance(r, Prediction)] == [c.probs for c in clean]
+        started = time.monotonic()
+        alone = list(classify_paths([slow], lstm, timeout=1))          # one file: the decode thread
+        assert alone == [FailedInput(str(slow), "timed out after 1 s")] and time.monotonic() - started < 20
+        rc = main(["classify", str(fifo), str(slow), good[0], "--model", str(run_dir), "--json",
+                   "--timeout", "2"])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert rc == 1 and lines[0]["path"] == str(fifo) and "not a file" in lines[0]["error"]
+    assert lines[1] == {"path": str(slow), "error": "timed out after 2 s"} and lines[2]["path"] == good[0]
+    assert err.count("\n") == 2 and "Traceback" not in err
 
 
 def test_workers_that_die_on_start_up_are_an_error_not_crashed_files(tmp_path) -> None:

@@ -14,6 +14,8 @@ from videoseq.learn.compare import compare_heads
 from videoseq.config import load_config
 from videoseq.models.encoders import FrameEncoder
 
+from test_atomic import small_fs  # noqa: F401  (fixture: a small tmpfs for full-disk tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # small and fast: 6 frames of 32x32 (model.input_size honoured end to end), 3 epochs, in-process
@@ -133,23 +135,92 @@ class Killed(Exception):
     pass
 
 
+RUN_FILES = ["index.json", "metrics.json", "models", "plots", "report.md"]
+
+
 def test_killed_compare_resumes_to_the_same_result(reference, tiny_root, tmp_path):
     def kill_midway(stage: str, fraction: float) -> None:
         if stage == "train" and fraction > 0.6:
             raise Killed()
 
+    run, work = tmp_path / "run", tmp_path / ".run.work"
     with pytest.raises(Killed):
-        compare_heads(tiny_root, tmp_path / "run", reference.config, progress=False, on_event=kill_midway)
-    assert not (tmp_path / "run" / "metrics.json").exists()
-    assert (tmp_path / "run" / "runs" / "per_frame" / "seed0" / "checkpoint.pt").is_file()
+        compare_heads(tiny_root, run, reference.config, progress=False, on_event=kill_midway)
+    assert not run.exists()                      # no run directory until the whole run is done
+    assert (work / "runs" / "per_frame" / "seed0" / "checkpoint.pt").is_file()
+    assert (work / "index.json").is_file()
     events = []
-    resumed = compare_heads(tiny_root, tmp_path / "run", reference.config, progress=False,
+    resumed = compare_heads(tiny_root, run, reference.config, progress=False,
                             on_event=lambda s, f: events.append((s, f)))
     assert _strip(resumed) == _strip(reference.metrics)
     # runs finished before the kill were not trained again: fewer epoch events than a fresh run
     train_events = [f for s, f in events if s == "train"]
     fresh = 3 * 2 * (reference.config.train.epochs + 1)
     assert len(train_events) < fresh
+    assert sorted(p.name for p in run.iterdir()) == RUN_FILES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]   # the work folder is gone
+
+
+def test_a_rerun_killed_before_its_swap_leaves_the_previous_run(reference, tiny_root, tmp_path, monkeypatch):
+    """The previous complete run stays in place, loadable, until the new one replaces it whole."""
+    import shutil
+    from videoseq.learn import compare
+    from videoseq.models.bundle import load_bundle
+
+    run = tmp_path / "run"
+    shutil.copytree(reference.run, run)
+    before = (run / "metrics.json").read_bytes()
+
+    def killed(staged, out):
+        assert (staged / "metrics.json").is_file() and out == run
+        raise Killed()
+
+    monkeypatch.setattr(compare, "replace_dir", killed)
+    with pytest.raises(Killed):
+        compare_heads(tiny_root, run, reference.config, progress=False)
+    monkeypatch.undo()
+    assert (run / "metrics.json").read_bytes() == before and load_bundle(run).head in reference.metrics["models"]
+    assert len(list((tmp_path / ".run.work").glob("run.*.tmp/metrics.json"))) == 1   # assembled, not in place
+    again = compare_heads(tiny_root, run, reference.config, progress=False)
+    assert _strip(again) == _strip(reference.metrics)
+    assert json.loads((run / "metrics.json").read_text())["seconds"] == again["seconds"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_compare_never_replaces_a_folder_with_other_files(reference, tiny_root, tmp_path):
+    from videoseq.errors import OutputError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(OutputError, match=r"mine: cannot write \(holds 'notes.txt', which is not part of a "
+                                          r"run directory; choose a new or empty folder\)"):
+        compare_heads(tiny_root, mine, reference.config, progress=False)
+    assert (mine / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_compare_on_a_full_disk_is_one_line_and_a_rerun_with_space_completes(reference, tiny_root, small_fs,
+                                                                             capsys):
+    from test_atomic import resize_fs
+    from videoseq.cli import main
+    from videoseq.models.bundle import load_bundle
+
+    fs = small_fs(6 * 1024)      # the checkpoints fit (about 4 MB), the assembled run (5 MB more) not
+    run = fs / "run"
+    cache = f"runtime.cache_dir={reference.config.runtime.cache_dir}"
+    sets = [a for s in TINY + [cache, "train.seeds=2", "compare.heads=[per_frame,lstm,conv1d]"] for a in ("--set", s)]
+    rc = main(["compare", str(tiny_root), "--out", str(run), *sets])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"videoseq compare: error: {run}: cannot write (no space left on device)\n"
+    assert not run.exists() and [p.name for p in fs.iterdir()] == [".run.work"]
+    resize_fs(fs, 64 * 1024)     # space freed: the rerun resumes from the checkpoints and completes
+    events = []
+    metrics = compare_heads(tiny_root, run, reference.config, progress=False,
+                            on_event=lambda s, f: events.append(s))
+    assert _strip(metrics) == _strip(reference.metrics)
+    assert events.count("train") == 3 * 2                       # every (head, seed) resumed finished
+    assert sorted(p.name for p in fs.iterdir()) == ["run"] and load_bundle(run).head in metrics["models"]
 
 
 def test_compare_and_train_commands(reference, tiny_root, tmp_path, capsys):
@@ -170,6 +241,26 @@ def test_compare_and_train_commands(reference, tiny_root, tmp_path, capsys):
 
     rc = main(["train", str(tiny_root), "--head", "nope", "--out", str(tmp_path / "b2"), *sets])
     assert rc == 2 and "unknown head 'nope'" in capsys.readouterr().err
+
+
+def test_train_on_a_full_disk_keeps_the_old_bundle(reference, tiny_root, small_fs, capsys):
+    from test_atomic import resize_fs
+    from videoseq.cli import main
+    from videoseq.models.bundle import load_bundle
+
+    fs = small_fs(3 * 1024)      # one bundle (about 1.7 MB) and its checkpoint fit, not two bundles
+    dest = fs / "bundle"
+    sets = [a for s in TINY + [f"runtime.cache_dir={reference.config.runtime.cache_dir}"] for a in ("--set", s)]
+    assert main(["train", str(tiny_root), "--head", "lstm", "--out", str(dest), "--quiet", *sets]) == 0
+    capsys.readouterr()
+    rc = main(["train", str(tiny_root), "--head", "gru", "--out", str(dest), "--quiet", *sets])
+    assert rc == 2 and capsys.readouterr().err == (f"videoseq train: error: {dest}: cannot write "
+                                                   f"(no space left on device)\n")
+    assert load_bundle(dest).head == "lstm"
+    assert not [p.name for p in fs.iterdir() if p.name.endswith(".tmp")]
+    resize_fs(fs, 16 * 1024)
+    assert main(["train", str(tiny_root), "--head", "gru", "--out", str(dest), "--quiet", *sets]) == 0
+    assert load_bundle(dest).head == "gru" and sorted(p.name for p in fs.iterdir()) == ["bundle"]
 
 
 def test_default_yaml_writes_out_the_defaults():

@@ -1,13 +1,18 @@
 """Dataset layouts, index, splits and `videoseq scan`, on tiny real videos written by OpenCV."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,8 +22,8 @@ from videoseq.cli import main
 from videoseq.config import DataConfig
 from videoseq.io.decode import index_packets
 from videoseq.data.dataset import DatasetIndex, scan_dataset
-from videoseq.errors import DatasetError
-from videoseq.io.pool import JobCrash, run_jobs
+from videoseq.errors import DatasetError, OutputError
+from videoseq.io.pool import JobCrash, JobTimeout, run_jobs
 from videoseq.data.splits import SplitItem, make_splits
 from videoseq.io.video import iter_frames
 
@@ -36,6 +41,32 @@ def class_folders(root: Path, per_class: dict[str, int], *, prefix: str = "") ->
         for i in range(n):
             video(root / prefix / label / f"{label}_{i:02d}.mp4")
     return root
+
+
+@contextlib.contextmanager
+def stalled_open(path: Path) -> Iterator[Path]:
+    """Opening `path` (a regular file) blocks, as a read on a stalled network mount does, while this
+    context lasts: the test holds a write lease on it (fcntl F_SETLEASE), and the kernel makes every
+    other opener wait for /proc/sys/fs/lease-break-time (45 s by default). Skips where leases are off."""
+    try:
+        wait_s = int(Path("/proc/sys/fs/lease-break-time").read_text())
+    except (OSError, ValueError):
+        pytest.skip("no /proc/sys/fs/lease-break-time: cannot stall a file with a lease")
+    if wait_s < 20:
+        pytest.skip(f"leases are broken after {wait_s} s here: too soon to stand for a stalled mount")
+    previous = signal.signal(signal.SIGIO, signal.SIG_IGN)    # the kernel's "lease broken" note to us
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        except OSError as e:
+            pytest.skip(f"cannot take a lease on {path} ({e})")
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)
 
 
 def splits_of(index: DatasetIndex) -> dict[str, str]:
@@ -278,6 +309,57 @@ def test_a_dying_worker_costs_only_its_own_job():
     results = run_jobs(_die_on_two, [(i,) for i in range(5)], workers=2)
     assert results[:2] + results[3:] == [0, 10, 30, 40]
     assert isinstance(results[2], JobCrash)
+
+
+def _hang_on_two(x: int) -> int:
+    if x == 2:
+        time.sleep(600)                                    # a decoder that never returns
+    return x * 10
+
+
+def test_a_hung_job_times_out_and_its_worker_is_replaced():
+    started = time.monotonic()
+    results = run_jobs(_hang_on_two, [(i,) for i in range(6)], workers=2, timeout=1.5)
+    assert time.monotonic() - started < 30
+    assert results[:2] + results[3:] == [0, 10, 30, 40, 50]       # the others all ran
+    assert isinstance(results[2], JobTimeout) and isinstance(results[2], JobCrash)   # a failed job
+    assert results[2].reason == "timed out after 1.5 s"
+    with pytest.raises(ValueError, match="timeout must be >= 0"):
+        run_jobs(_hang_on_two, [(1,)], workers=1, timeout=-1)
+
+
+def _disk_full_on_two(x: int) -> int:
+    if x == 2:
+        raise OutputError(f"/cache/{x}.npz", "no space left on device")
+    return x * 10
+
+
+def test_an_output_error_in_a_worker_is_raised_as_itself():
+    """A full disk is the run's problem, not the job's: the one-line OutputError comes back as it is."""
+    with pytest.raises(OutputError, match=r"^/cache/2.npz: cannot write \(no space left on device\)$"):
+        run_jobs(_disk_full_on_two, [(i,) for i in range(40)], workers=2)
+    with pytest.raises(OutputError):
+        run_jobs(_disk_full_on_two, [(i,) for i in range(4)], workers=0)
+
+
+def test_scan_reports_a_fifo_and_a_stalled_file_and_indexes_the_rest(tmp_path, capsys):
+    """A FIFO is no regular file (never opened); a file whose open hangs (a stalled mount) is given up
+    on after the timeout, its worker replaced; the other videos are indexed either way."""
+    root = class_folders(tmp_path / "ds", {"a": 4, "b": 4})
+    os.mkfifo(root / "a" / "x.mp4")
+    slow = video(root / "b" / "slow.mp4")
+    with stalled_open(slow):
+        started = time.monotonic()
+        index = scan_dataset(root, DataConfig(), workers=2, timeout=3)
+        took = time.monotonic() - started
+        assert {index.relpath(e): e.status for e in index.skipped()} == {
+            "a/x.mp4": "not a file", "b/slow.mp4": "unreadable: timed out after 3 s"}
+        assert len(index.ok()) == 8 and 3 <= took < 40
+        assert main(["scan", str(root), "--timeout", "2", "--set", "runtime.workers=2"]) == 0
+        out = capsys.readouterr().out
+        assert "b/slow.mp4: unreadable: timed out after 2 s" in out and "a/x.mp4: not a file" in out
+    assert main(["scan", str(root), "--timeout", "-1"]) == 2
+    assert "--timeout -1: expected seconds >= 0" in capsys.readouterr().err
 
 
 def test_index_json_round_trip_and_mark_failed(mixed, tmp_path):

@@ -101,6 +101,52 @@ def test_resume_after_kill_gives_the_same_result(tmp_path):
     assert other == [1, 2, 3, 4, 5, 6]
 
 
+def _torn(ckpt) -> None:
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])           # a checkpoint cut short (torn write, bad disk)
+
+
+def _not_a_dict(ckpt) -> None:
+    torch.save([1, 2, 3], ckpt)
+
+
+def _wrong_optimizer(ckpt) -> None:
+    saved = torch.load(ckpt, weights_only=True)         # this run's: the model loads, the optimizer not
+    saved["optimizer"] = {"state": {}, "param_groups": []}
+    torch.save(saved, ckpt)
+
+
+def _bad_loop_state(ckpt) -> None:
+    saved = torch.load(ckpt, weights_only=True)
+    saved["state"] = {"epoch": 3}
+    torch.save(saved, ckpt)
+
+
+@pytest.mark.parametrize("damage", [_torn, _not_a_dict, _wrong_optimizer, _bad_loop_state],
+                         ids=["truncated", "not-a-dict", "wrong-optimizer", "bad-loop-state"])
+def test_an_unusable_checkpoint_is_ignored_and_the_run_starts_over(tmp_path, caplog, damage):
+    cfg = replace(CFG, epochs=4)
+    _, full = _fit("lstm", cfg)
+
+    def kill_after_2(row):
+        if row["epoch"] == 2:
+            raise Killed()
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Killed):
+        _fit("lstm", cfg, checkpoint=ckpt, on_epoch=kill_after_2)
+    damage(ckpt)
+    seen = []
+    with caplog.at_level("WARNING", logger="videoseq.learn.train"):
+        _, again = _fit("lstm", cfg, checkpoint=ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
+    assert "training from scratch" in caplog.text
+    assert again.resumed_from == 0 and seen == [1, 2, 3, 4]
+    assert strip(again.history) == strip(full.history)             # exactly a fresh run
+    for k in full.best_state:
+        assert torch.equal(full.best_state[k], again.best_state[k])
+    assert torch.load(ckpt, weights_only=True)["state"]["epoch"] == 4   # replaced by a good one
+
+
 def test_early_stopping_keeps_the_best_epoch():
     cfg = replace(CFG, epochs=40, patience=2, lr=3e-2)
     model, result = _fit("per_frame", cfg)          # at chance: validation stops improving fast

@@ -16,7 +16,7 @@ from typing import Sequence
 from videoseq import __version__
 from videoseq.errors import VideoseqError
 
-COMMANDS = ("demo", "generate", "scan", "compare", "train", "evaluate", "classify", "run", "serve")
+COMMANDS = ("demo", "generate", "scan", "compare", "train", "evaluate", "classify", "export", "run", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

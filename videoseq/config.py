@@ -24,6 +24,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 # clips per motion-stream and head pass when classifying (classify, evaluate, the inbox flow share it:
 # the batch size can change a result's last bits; predict.py says why 4)
 INFERENCE_BATCH_SIZE = 4
+# seconds one job (probing, extracting or decoding one video) may run in a worker process before it is
+# killed and the video reported: a hung read (a stalled mount, a FIFO) must not block a run forever,
+# while a long video decoded whole on a slow machine must still finish
+JOB_TIMEOUT = 600.0
+MAX_CONFIG_BYTES = 1 << 20       # a config file larger than this is refused (configs are a few KiB)
 
 
 @dataclass
@@ -98,6 +103,18 @@ class RuntimeConfig:
     task_runner: str = "threads"     # flows: "threads" (bounded pool) or "dask"
     max_workers: int = 2             # flows: bound on concurrently running tasks
     dask_address: str | None = None  # flows: an existing dask scheduler; None = local cluster
+    job_timeout: float | None = JOB_TIMEOUT  # seconds per video in a worker before it is killed and the
+    #                                          video reported ("timed out after N s"); 0 or null: no limit
+
+    def __post_init__(self) -> None:
+        if self.job_timeout is not None and not self.job_timeout >= 0:
+            raise ConfigError(f"runtime.job_timeout: expected seconds >= 0 (0 or null: no limit), "
+                              f"got {self.job_timeout!r}")
+
+    @property
+    def timeout(self) -> float | None:
+        """`job_timeout` as the worker pools take it: seconds, or None for no limit."""
+        return float(self.job_timeout) if self.job_timeout else None
 
 
 @dataclass
@@ -138,6 +155,9 @@ def read_yaml_file(path: str | Path, *, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: {what} not found")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {what} of {p.stat().st_size} bytes, more than the limit of "
+                          f"{MAX_CONFIG_BYTES} (MAX_CONFIG_BYTES)")
     try:
         return yaml.safe_load(p.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:

@@ -8,16 +8,23 @@ class VideoseqError(Exception):
     """Base class: anything the CLI reports as a one-line error instead of a traceback."""
 
 
-class VideoReadError(VideoseqError):
-    """A video that cannot be used: `VideoReadError(path, "truncated after 12 frames")`."""
+class PathError(VideoseqError):
+    """An error about one file: `.path` and `.reason`, rendered by `template`; picklable across
+    process pools (the exception travels back from a worker as itself)."""
+
+    template = "{path}: {reason}"
 
     def __init__(self, path: str | Path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(self.template.format(path=self.path, reason=reason))
 
-    def __reduce__(self):  # picklable across process pools
+    def __reduce__(self):
         return (type(self), (self.path, self.reason))
+
+
+class VideoReadError(PathError):
+    """A video that cannot be used: `VideoReadError(path, "truncated after 12 frames")`."""
 
 
 class ConfigError(VideoseqError):
@@ -32,14 +39,8 @@ class BundleError(VideoseqError):
     """A model bundle that cannot be loaded (missing, corrupt, incompatible)."""
 
 
-class OutputError(VideoseqError):
+class OutputError(PathError):
     """An output that cannot be written: `OutputError(path, "no space left on device")`. Nothing
     partial is left behind that a later run would trust."""
 
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: cannot write ({reason})")
-
-    def __reduce__(self):  # picklable across process pools
-        return (type(self), (self.path, self.reason))
+    template = "{path}: cannot write ({reason})"

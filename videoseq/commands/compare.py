@@ -12,7 +12,9 @@ HELP = "train heads (default per_frame and lstm) on the same data and compare th
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of `videoseq compare` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset root (folder per class, split folders, or manifest.csv)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for metrics, report, plots, models")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run directory for metrics, report, plots, models; put in place whole when the run "
+                        "completes (a killed run resumes from .RUN_DIR.work beside it)")
     p.add_argument("--heads", help="comma-separated heads, baseline first (default per_frame,lstm)")
     p.add_argument("--encoder", help="frame encoder, e.g. small_cnn or efficientnet_lite0")
     p.add_argument("--mode", choices=("frozen", "finetune"), help="train heads on cached features, or end to end")

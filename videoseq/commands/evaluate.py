@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from videoseq.models.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, device=args.device)
-    index = scan_dataset(args.root, bundle.config.data, workers=args.workers)
+    index = scan_dataset(args.root, bundle.config.data, workers=args.workers, timeout=bundle.config.runtime.timeout)
     entries = index.ok(None if args.split == "all" else args.split)
     if not entries:
         raise DatasetError(f"{args.root}: no usable videos in split {args.split!r}")

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=r"group of a file from its name (first capture group), e.g. '_g(\d+)_' for UCF101")
     p.add_argument("--index-out", metavar="FILE", help="also write the index as JSON to FILE")
     p.add_argument("--workers", type=int, metavar="N", help="probe processes (default: runtime.workers)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="seconds a file may take to probe before it is skipped as timed out (a stalled "
+                        "mount, a hung decoder); 0 = no limit (default: runtime.job_timeout)")
     add_config_arguments(p)
 
 
@@ -31,13 +34,18 @@ def run(args: argparse.Namespace) -> int:
     """Run `videoseq scan`: index ROOT, print the index as a table (or JSON); return 0 when a video is
     usable, else 2. A root that cannot be used raises `DatasetError` (exit 2 from `videoseq.cli`)."""
     from videoseq.data.dataset import scan_dataset
+    from videoseq.errors import ConfigError
 
     cfg = config_from_args(args)
     if args.group_regex is not None:
         cfg.data.group_regex = args.group_regex
+    if args.timeout is not None:
+        if not args.timeout >= 0:
+            raise ConfigError(f"--timeout {args.timeout:g}: expected seconds >= 0 (0: no limit)")
+        cfg.runtime.job_timeout = args.timeout
     workers = cfg.runtime.workers if args.workers is None else args.workers
     index = scan_dataset(args.root, cfg.data, workers=workers,
-                         progress=cfg.runtime.progress and sys.stderr.isatty())
+                         progress=cfg.runtime.progress and sys.stderr.isatty(), timeout=cfg.runtime.timeout)
     if args.index_out:
         index.to_json(args.index_out)
     if args.json:

@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of `videoseq train` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset root (folder per class, split folders, or manifest.csv)")
     p.add_argument("--head", required=True, help="temporal head: per_frame, rnn, lstm, gru, conv1d")
-    p.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="where the model bundle goes")
+    p.add_argument("--out", required=True, metavar="BUNDLE_DIR",
+                   help="where the model bundle goes; put in place whole when training completes (a killed "
+                        "run resumes from .BUNDLE_DIR.work beside it)")
     p.add_argument("--json", action="store_true", help="print the bundle's metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(p)

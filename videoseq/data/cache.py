@@ -8,7 +8,10 @@ An entry is `<root>/<digest[:2]>/<digest>_t<T>_s<S>_<short>_v<view>.npz` with th
 (T, S, S, 3) uint8, `indices` (T,) int64, `mask` (T,) bool and `info` (the VideoInfo as JSON). The
 digest is blake2b of the file's bytes, so a renamed or copied video hits and an edited one misses.
 Entries are written atomically (temp file, fsync, rename); an entry that does not load is a miss and is
-rewritten. View 0 samples segment centres; view k > 0 samples a random position per segment with an rng
+rewritten. A full disk (or another reason an entry cannot be written) is an `OutputError` that stops
+extraction: it says nothing about the video, which is not marked failed, and a rerun once there is space
+extracts what is missing. A video still being extracted after the timeout (`runtime.job_timeout`) is
+stopped with its worker and reported as failed, "unreadable: timed out after N s". View 0 samples segment centres; view k > 0 samples a random position per segment with an rng
 seeded by (digest, k), so every view is reproducible.
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -24,10 +28,10 @@ from typing import NamedTuple
 import numpy as np
 
 from videoseq.io.atomic import atomic_save_npz
-from videoseq.config import SamplingConfig
+from videoseq.config import JOB_TIMEOUT, SamplingConfig
 from videoseq.data.dataset import length_status
-from videoseq.errors import VideoReadError
-from videoseq.io.pool import JobCrash, run_jobs
+from videoseq.errors import OutputError, VideoReadError
+from videoseq.io.pool import JobCrash, JobTimeout, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,13 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}  # (abs path, size, mtime_ns) -> 
 
 
 def file_digest(path: str | Path) -> str:
-    """blake2b (128 bit, hex) of the file's bytes; memoised per (path, size, mtime_ns) in this process."""
+    """blake2b (128 bit, hex) of the file's bytes; memoised per (path, size, mtime_ns) in this process.
+    A path that is not a regular file (a FIFO, a device, a folder) is a `VideoReadError` "not a file",
+    never opened (opening a FIFO would wait for a writer)."""
     p = os.path.abspath(path)
     st = os.stat(p)
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoReadError(path, "not a file")
     key = (p, st.st_size, st.st_mtime_ns)
     digest = _DIGESTS.get(key)
     if digest is None:
@@ -160,24 +168,31 @@ class ExtractReport(NamedTuple):
 
 
 def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size: int, views: int = 1,
-                    workers: int = 2, progress: bool = True) -> ExtractReport:
+                    workers: int = 2, progress: bool = True,
+                    timeout: float | None = JOB_TIMEOUT) -> ExtractReport:
     """Extract every usable entry of a `DatasetIndex` into `cache`: views 0..views-1 for train videos,
-    view 0 for val/test, in up to `workers` processes (0 = in-process). A video that fails to decode, or
+    view 0 for val/test, in up to `workers` processes (0 = in-process). A video that fails to decode,
     decodes to fewer than `index.min_frames` frames (scan saw only its packet count: a truncated file),
-    is reported in `failed` and marked in the index (`index.mark_failed`); the others go on. The decoded
-    frame count of every other video is recorded in the index (`index.confirm_frames`)."""
+    or is still being extracted after `timeout` seconds (None or 0: no limit; not enforced with
+    workers=0) is reported in `failed` and marked in the index (`index.mark_failed`); the others go on.
+    The decoded frame count of every other video is recorded in the index (`index.confirm_frames`).
+    An entry that cannot be written (a full disk) raises `OutputError` naming it; the index is left
+    as it was, and the entries already written stay valid."""
     if cache.root.is_dir() and (stale := cache.remove_stale_temp()):
         log.info("removed %d temp files left by killed writers in %s", stale, cache.root)
     jobs = []
     for e in index.ok():
         for view in range(max(1, views) if e.split == "train" else 1):
             jobs.append((str(cache.root), e.path, sampling, size, view, index.min_frames))
-    results = run_jobs(_extract_job, jobs, workers=workers, progress=progress, desc="extract", unit="clip")
+    results = run_jobs(_extract_job, jobs, workers=workers, progress=progress, desc="extract", unit="clip",
+                       timeout=timeout)
     extracted = cached = 0
     failed: dict[str, str] = {}
     frames: dict[str, int] = {}
     for (_, path, *_), res in zip(jobs, results):
-        if isinstance(res, JobCrash):
+        if isinstance(res, JobTimeout):
+            res = (None, f"unreadable: {res.reason}", None)
+        elif isinstance(res, JobCrash):
             res = (None, "unreadable: decoder crashed", None)
         hit, reason, num_frames = res
         if num_frames is not None:
@@ -199,9 +214,12 @@ def extract_dataset(index, cache: FrameCache, sampling: SamplingConfig, *, size:
 def _extract_job(root: str, path: str, sampling: SamplingConfig, size: int, view: int,
                  min_frames: int) -> tuple[bool | None, str | None, int | None]:
     """(was cached, None, decoded frames), (None, "too short ...", decoded frames) or (None, reason,
-    None). Runs in a pool worker; never raises for a bad video."""
+    None). Runs in a pool worker; never raises for a bad video, raises `OutputError` for a cache that
+    cannot be written (a full disk: no fault of the video)."""
     try:
         clip, hit = FrameCache(root)._fetch(path, sampling, size=size, view=view)
+    except OutputError:
+        raise
     except VideoReadError as e:
         return None, e.reason, None
     except Exception as e:

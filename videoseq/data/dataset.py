@@ -13,7 +13,8 @@ container's packet count (`frames_exact=False`); frames are decoded once, by ext
 broken or shorter than `min_frames` (a truncated file whose index promised more) with its reason. A
 file whose packet count is below `min_frames` is counted exactly here before it is called too short.
 Splits come from the layout (`layouts.py`) or from `splits.make_splits` over the usable videos, and are
-validated either way.
+validated either way. A probe that runs longer than the timeout (`runtime.job_timeout`: a stalled mount,
+a hung decoder) is stopped with its worker, and its file skipped as "unreadable: timed out after N s".
 """
 from __future__ import annotations
 
@@ -21,15 +22,15 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from videoseq.io.atomic import atomic_write_json
-from videoseq.config import DataConfig
+from videoseq.config import JOB_TIMEOUT, DataConfig
 from videoseq.errors import DatasetError, VideoReadError
 from videoseq.data.layouts import find_videos
-from videoseq.io.pool import JobCrash, run_jobs
+from videoseq.io.pool import JobCrash, JobTimeout, run_jobs
 from videoseq.data.splits import SPLITS, SplitItem, check_splits, make_splits
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 INDEX_FORMAT = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class VideoEntry:
     """One video file of a dataset: its label, split and group, and whether it is usable (or why not)."""
 
@@ -95,6 +96,9 @@ class DatasetIndex:
 
     def _entry(self, path: str) -> VideoEntry:
         target = os.path.abspath(path)
+        for e in self.entries:                 # entry paths are absolute already: a string compare
+            if e.path == target:
+                return e
         for e in self.entries:
             if os.path.abspath(e.path) == target:
                 return e
@@ -102,13 +106,17 @@ class DatasetIndex:
 
     def relpath(self, entry: VideoEntry) -> str:
         """The path of `entry` relative to `root`, with forward slashes."""
+        root = self.root.rstrip("/\\")
+        if os.sep == "/" and entry.path.startswith(root + "/"):   # the common case, cheaply (millions of rows)
+            return os.path.normpath(entry.path[len(root) + 1:])
         return Path(os.path.relpath(entry.path, self.root)).as_posix()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: entry paths relative to `root`."""
         return {"format": INDEX_FORMAT, "root": self.root, "layout": self.layout, "classes": self.classes,
                 "split_source": self.split_source, "min_frames": self.min_frames,
-                "entries": [{**asdict(e), "path": self.relpath(e)} for e in self.entries]}
+                "entries": [{**{k: getattr(e, k) for k in _ENTRY_FIELDS}, "path": self.relpath(e)}
+                            for e in self.entries]}
 
     def to_json(self, path: str | Path) -> Path:
         """Write `to_dict()` to `path` as JSON, atomically; return the path."""
@@ -141,6 +149,9 @@ class DatasetIndex:
         return cls.from_dict(raw, source=str(path))
 
 
+_ENTRY_FIELDS = [f.name for f in fields(VideoEntry)]
+
+
 def probe_status(path: str, min_frames: int) -> tuple[str, int | None, bool]:
     """(status, frames, exact): status "ok" or why the file is unusable; frames the packet count
     (exact=False) or a decoded count (exact=True), None when unreadable. Decodes the first frame only,
@@ -169,11 +180,14 @@ def length_status(num_frames: int, min_frames: int) -> str:
     return "ok"
 
 
-def scan_dataset(root: str | Path, data: DataConfig, *, workers: int = 2, progress: bool = False) -> DatasetIndex:
+def scan_dataset(root: str | Path, data: DataConfig, *, workers: int = 2, progress: bool = False,
+                 timeout: float | None = JOB_TIMEOUT) -> DatasetIndex:
     """Index every video under `root`, probe each (in `workers` processes; 0 = in-process), split, validate.
 
-    Raises `DatasetError` when the layout is unusable, no file is usable, a class has no usable video,
-    a class is too small to split, or explicit splits miss a class / share a group.
+    A probe still running after `timeout` seconds (None or 0: no limit; not enforced with workers=0) is
+    stopped and its file skipped as "unreadable: timed out after N s". Raises `DatasetError` when the
+    layout is unusable, no file is usable, a class has no usable video, a class is too small to split,
+    or explicit splits miss a class / share a group.
     """
     root = Path(os.path.abspath(os.path.expanduser(str(root))))
     if not root.is_dir():
@@ -184,15 +198,20 @@ def scan_dataset(root: str | Path, data: DataConfig, *, workers: int = 2, progre
 
     todo = [f for f in found if not f.status]
     results = run_jobs(probe_status, [(str(root / f.rel), data.min_frames) for f in todo],
-                       workers=workers, progress=progress, desc="scan")
+                       workers=workers, progress=progress, desc="scan", timeout=timeout)
     probed = {}
     for f, res in zip(todo, results):
-        probed[f.rel] = ("unreadable: decoder crashed", None, False) if isinstance(res, JobCrash) else res
+        if isinstance(res, JobTimeout):
+            res = (f"unreadable: {res.reason}", None, False)
+        elif isinstance(res, JobCrash):
+            res = ("unreadable: decoder crashed", None, False)
+        probed[f.rel] = res
     entries = []
+    prefix = os.path.join(str(root), "")
     for f in found:
-        status, frames, exact = probed.get(f.rel, (f.status, None, False))
-        entries.append(VideoEntry(path=str(root / f.rel), label=f.label, split=f.split, group=f.group,
-                                  status=status, num_frames=frames, frames_exact=exact))
+        status, frames, exact = probed[f.rel] if f.rel in probed else (f.status, None, False)
+        path = prefix + f.rel if os.sep == "/" else os.path.normpath(prefix + f.rel)   # rel: normalised
+        entries.append(VideoEntry(path, f.label, f.split, f.group, status, frames, exact))
     index = DatasetIndex(root=str(root), layout=layout, classes=sorted({e.label for e in entries if e.label}),
                          entries=entries, min_frames=data.min_frames)
     _require_usable(index)
@@ -209,8 +228,9 @@ def _require_usable(index: DatasetIndex) -> None:
         e = skipped[0]
         raise DatasetError(f"{index.root}: none of the {len(skipped)} video files is usable "
                            f"(e.g. {index.relpath(e)}: {e.status})")
+    usable = {e.label for e in index.ok()}
     for label in index.classes:
-        if not any(e.label == label for e in index.ok()):
+        if label not in usable:
             bad = [e for e in skipped if e.label == label]
             raise DatasetError(f"class {label!r} has no usable video ({len(bad)} skipped, e.g. "
                                f"{index.relpath(bad[0])}: {bad[0].status})")

@@ -10,6 +10,8 @@ encoders never share features. With a motion stream (motion.py) each entry holds
 features followed by the motion stream's M per step, computed from the same frames in the same pass,
 and the folder name says which stream it is. Entries are `.npz` files written atomically: a run
 killed while computing features leaves only whole entries, and a rerun encodes only what is missing.
+A full disk is an `OutputError` naming the entry (nothing partial is left), and an entry that does not
+load as (T, D) features with a (T,) mask is a miss, computed again.
 """
 from __future__ import annotations
 
@@ -131,7 +133,7 @@ class FeatureStore:
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(refs)
         missing: list[int] = []
         for i, ref in enumerate(refs):
-            cached = self._read(self.entry_path(ref.path, sampling, size=size, view=ref.view))
+            cached = self._read(self.entry_path(ref.path, sampling, size=size, view=ref.view), sampling.frames)
             if cached is None:
                 missing.append(i)
             else:
@@ -197,12 +199,15 @@ class FeatureStore:
             bar.close()
 
     @staticmethod
-    def _read(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    def _read(path: Path, frames: int) -> tuple[np.ndarray, np.ndarray] | None:
         if not path.is_file():
             return None
         try:
             with np.load(path) as z:
-                return z["feats"], z["mask"].astype(bool)
+                feats, mask = z["feats"], z["mask"].astype(bool)
+            if feats.ndim != 2 or feats.shape[0] != frames or mask.shape != (frames,):
+                raise ValueError(f"arrays of the wrong shape {feats.shape} {mask.shape}")
+            return feats, mask
         except Exception as e:  # a stray or corrupt file is a miss, rewritten below
             log.warning("%s: unreadable feature entry (%s); recomputing", path, e)
             return None

@@ -14,8 +14,9 @@ from __future__ import annotations
 import csv
 import os
 import re
-from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+import stat
+from pathlib import Path
+from typing import Iterator, NamedTuple, TextIO
 
 from videoseq.config import DataConfig
 from videoseq.errors import DatasetError
@@ -24,6 +25,9 @@ from videoseq.io.files import is_video_file, normalize_extensions, walk_videos
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "label", "split", "group")
+MAX_MANIFEST_LINE = 64 << 10      # characters in one manifest line; a row is a path and a few names
+MAX_MANIFEST_ROWS = 5_000_000     # rows of a manifest (the largest public video datasets have ~10^6 clips)
+_DRIVE = re.compile(r"[A-Za-z]:")
 
 
 class Found(NamedTuple):
@@ -90,69 +94,122 @@ def _from_split_folders(root: Path, exts: set[str], pattern: re.Pattern[str] | N
     return found
 
 
-def _from_manifest(root: Path, exts: set[str], pattern: re.Pattern[str] | None) -> list[Found]:
+def _from_manifest(root: Path, exts: frozenset[str], pattern: re.Pattern[str] | None) -> list[Found]:
+    """The rows of `root/manifest.csv`, read as a stream: memory follows the rows, never one line's
+    claim (MAX_MANIFEST_LINE) or a runaway row count (MAX_MANIFEST_ROWS). A row whose file is missing
+    costs one failed `lstat`, never a probe."""
     manifest = root / MANIFEST
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            return _manifest_rows(manifest, csv.reader(_bounded_lines(f, manifest)), root, exts, pattern)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"{manifest}: cannot read ({e})") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows:
+
+
+def _bounded_lines(f: TextIO, manifest: Path) -> Iterator[str]:
+    """The lines of `f`, each read with a bound: a line longer than MAX_MANIFEST_LINE is a DatasetError
+    naming it, found after reading MAX_MANIFEST_LINE characters of it (not the whole line)."""
+    number = 0
+    while line := f.readline(MAX_MANIFEST_LINE + 1):
+        number += 1
+        if len(line) > MAX_MANIFEST_LINE and not line.endswith("\n"):
+            raise DatasetError(f"{manifest}:{number}: line longer than {MAX_MANIFEST_LINE} characters "
+                               f"(MAX_MANIFEST_LINE); not a manifest of path,label[,split][,group] rows")
+        yield line
+
+
+def _manifest_rows(manifest: Path, reader: Iterator[list[str]], root: Path, exts: frozenset[str],
+                   pattern: re.Pattern[str] | None) -> list[Found]:
+    rows = (row for row in reader if "".join(row).strip())       # blank lines and rows are skipped
+    first = next(rows, None)
+    if first is None:
         raise DatasetError(f"{manifest}: empty; expected a header path,label[,split][,group]")
-    header = [h.strip().lower() for h in rows[0]]
+    header = [h.strip().lower() for h in first]
     unknown = [h for h in header if h not in MANIFEST_COLUMNS]
     if unknown or "path" not in header or "label" not in header or len(set(header)) != len(header):
-        raise DatasetError(f"{manifest}: header {','.join(rows[0])!r} must be path,label[,split][,group]")
-    records = []
-    for line, row in enumerate(rows[1:], start=2):
+        raise DatasetError(f"{manifest}: header {','.join(first)!r} must be path,label[,split][,group]")
+    at = {h: header.index(h) if h in header else None for h in MANIFEST_COLUMNS}
+    paths = _ManifestPaths(manifest, root, exts)
+    found: list[Found] = []
+    seen: dict[str, int] = {}
+    shared: dict[str, str] = {}               # one string object per distinct label / split / group
+    split_rows: tuple[bool, int] | None = None  # (the first data row has a split, its line)
+    for row in rows:
+        line = reader.line_num                # type: ignore[attr-defined]  (a csv reader)
+        if len(found) >= MAX_MANIFEST_ROWS:
+            raise DatasetError(f"{manifest}:{line}: more than {MAX_MANIFEST_ROWS} rows (MAX_MANIFEST_ROWS)")
         if len(row) != len(header):
             raise DatasetError(f"{manifest}:{line}: {len(row)} columns, the header has {len(header)}")
-        records.append((line, {h: cell.strip() for h, cell in zip(header, row)}))
-    with_split = [line for line, r in records if r.get("split")]
-    if with_split and len(with_split) != len(records):
-        missing = next(line for line, r in records if not r.get("split"))
-        raise DatasetError(f"{manifest}:{missing}: no split, while other rows have one; give every row a "
-                           f"split or none")
-    real_root = root.resolve()
-    found, seen = [], {}
-    for line, r in records:
-        rel = _manifest_path(manifest, line, r["path"], root, real_root)
+        raw, label = row[at["path"]].strip(), row[at["label"]].strip()
+        given_split = row[at["split"]].strip() if at["split"] is not None else ""
+        if split_rows is None:
+            split_rows = (bool(given_split), line)
+        elif bool(given_split) != split_rows[0]:
+            missing = line if split_rows[0] else split_rows[1]
+            raise DatasetError(f"{manifest}:{missing}: no split, while other rows have one; give every row a "
+                               f"split or none")
+        rel, status = paths.check(line, raw)
         if rel in seen:
-            raise DatasetError(f"{manifest}:{line}: {r['path']!r} is listed twice (also line {seen[rel]})")
+            raise DatasetError(f"{manifest}:{line}: {raw!r} is listed twice (also line {seen[rel]})")
         seen[rel] = line
-        if not r["label"]:
-            raise DatasetError(f"{manifest}:{line}: {r['path']!r} has no label")
-        split = r.get("split", "").lower()
+        if not label:
+            raise DatasetError(f"{manifest}:{line}: {raw!r} has no label")
+        split = given_split.lower()
         if split and split not in SPLITS:
-            raise DatasetError(f"{manifest}:{line}: split {r['split']!r} is not one of {', '.join(SPLITS)}")
-        path = root / rel
-        group = r.get("group") or group_of(path.name, pattern)
-        if not path.exists():
-            status = "not found"
-        elif not path.is_file():
-            status = "not a file"
-        elif not is_video_file(path, exts):
-            status = f"not a video extension ({path.suffix or 'none'})"
-        else:
-            status = ""
-        found.append(Found(rel, r["label"], split, group, status))
+            raise DatasetError(f"{manifest}:{line}: split {given_split!r} is not one of {', '.join(SPLITS)}")
+        group = (row[at["group"]].strip() if at["group"] is not None else "") \
+            or group_of(rel.rpartition("/")[2], pattern)
+        found.append(Found(rel, shared.setdefault(label, label), shared.setdefault(split, split),
+                           shared.setdefault(group, group) if group is not None else None, status))
     return found
 
 
-def _manifest_path(manifest: Path, line: int, raw: str, root: Path, real_root: Path) -> str:
-    """A manifest path as a normalised relative POSIX path; `DatasetError` if it leaves the root."""
-    if not raw:
-        raise DatasetError(f"{manifest}:{line}: empty path")
-    p = raw.replace("\\", "/")
-    if PurePosixPath(p).is_absolute() or re.match(r"^[A-Za-z]:", p):
-        raise DatasetError(f"{manifest}:{line}: path {raw!r} is absolute; paths must be relative to {root}")
-    rel = os.path.normpath(p).replace(os.sep, "/")
-    if rel == ".." or rel.startswith("../"):
-        raise DatasetError(f"{manifest}:{line}: path {raw!r} leaves the dataset root {root}")
-    real = (root / rel).resolve()
-    if real != real_root and real_root not in real.parents:
-        raise DatasetError(f"{manifest}:{line}: path {raw!r} leaves the dataset root {root} "
-                           f"(it resolves to {real})")
-    return rel
+class _ManifestPaths:
+    """Manifest paths checked against the root: normalised, inside the root (symlinks resolved; the
+    real path of each folder looked up once), and the status of the file each names, in one `lstat`."""
 
+    def __init__(self, manifest: Path, root: Path, exts: frozenset[str]):
+        self.manifest, self.root, self.exts = manifest, root, exts
+        self.prefix = os.path.join(str(root), "")
+        self.real_root = os.path.realpath(root)
+        self.real_prefix = os.path.join(self.real_root, "")
+        self._real_dirs: dict[str, str] = {"": self.real_prefix}     # folder -> its real path + "/"
+
+    def check(self, line: int, raw: str) -> tuple[str, str]:
+        """(`raw` as a normalised relative POSIX path, "" for a file to probe or why it is skipped: not
+        found, not a file, not a video extension); `DatasetError` if the path leaves the root."""
+        manifest, root = self.manifest, self.root
+        if not raw:
+            raise DatasetError(f"{manifest}:{line}: empty path")
+        p = raw.replace("\\", "/")
+        if p.startswith("/") or _DRIVE.match(p):
+            raise DatasetError(f"{manifest}:{line}: path {raw!r} is absolute; paths must be relative to {root}")
+        rel = os.path.normpath(p).replace(os.sep, "/")
+        if rel == ".." or rel.startswith("../"):
+            raise DatasetError(f"{manifest}:{line}: path {raw!r} leaves the dataset root {root}")
+        full = self.prefix + rel
+        try:
+            st: os.stat_result | None = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):          # the file itself points elsewhere
+            real = os.path.realpath(full)
+            try:
+                st = os.stat(full)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+        else:
+            folder, _, name = rel.rpartition("/")
+            real_dir = self._real_dirs.get(folder)
+            if real_dir is None:
+                real_dir = self._real_dirs[folder] = os.path.join(os.path.realpath(self.prefix + folder), "")
+            real = real_dir + name
+        if real != self.real_root and not real.startswith(self.real_prefix):
+            raise DatasetError(f"{manifest}:{line}: path {raw!r} leaves the dataset root {root} "
+                               f"(it resolves to {real})")
+        if st is None:
+            return rel, "not found"
+        if not stat.S_ISREG(st.st_mode):
+            return rel, "not a file"
+        suffix = os.path.splitext(rel)[1].lower()
+        return rel, "" if suffix in self.exts else f"not a video extension ({suffix or 'none'})"

@@ -6,6 +6,9 @@ removed.
 
     atomic_write_json("runs/x/metrics.json", metrics)
     replace_dir(Path("models/.lstm.tmp123"), Path("models/lstm"))   # the old folder or the new, always
+
+A folder built over a long time (a run directory, a bundle) is built in `work_dir(dest)`, the hidden
+sibling `.NAME.work`, which a rerun resumes from, and moved to `dest` with `replace_dir` when complete.
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -34,6 +38,19 @@ def output_error(path: str | Path, e: OSError) -> OutputError | None:
     """The one-line OutputError for an OSError that means the output cannot be written, else None."""
     reason = OUTPUT_ERRNOS.get(e.errno or 0)
     return OutputError(path, reason) if reason else None
+
+
+@contextmanager
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Turn an OSError that means "cannot write here" (full disk, ...) raised inside the block into a
+    one-line OutputError naming the file the system named, else `path`."""
+    try:
+        yield
+    except OSError as e:
+        err = output_error(e.filename or path, e)
+        if err is None:
+            raise
+        raise err from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -113,32 +130,64 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def work_dir(dest: str | Path) -> Path:
+    """The hidden sibling `.NAME.work` where the folder `dest` is built (and resumed after a kill)."""
+    dest = Path(os.path.abspath(dest))
+    return dest.with_name(f".{dest.name}.work")
+
+
+def check_replaceable(dest: str | Path, allowed: Iterable[str], *, what: str) -> None:
+    """OutputError unless `dest` is absent, an empty folder, or a folder holding only `allowed`
+    names (a previous `what`): replacing a folder never deletes anything else."""
+    dest = Path(dest)
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise OutputError(dest, f"not a folder; expected a {what} or a new path")
+    allowed = set(allowed)
+    foreign = sorted(p.name for p in dest.iterdir() if p.name not in allowed)
+    if foreign:
+        raise OutputError(dest, f"holds {foreign[0]!r}, which is not part of a {what}; "
+                                f"choose a new or empty folder")
+
+
 def replace_dir(tmp: Path, dest: Path) -> None:
     """Move the finished folder `tmp` to `dest`, replacing any folder there, so that `dest` is the old
     folder or the new one at every instant: an atomic exchange where the system has one, else a
-    rename protocol that `recover_dir` completes (old moved to `.NAME.old`, new moved in)."""
+    rename protocol that `recover_dir` completes (old moved to `.NAME.old`, new moved in). `tmp`
+    must be on the same file system (a sibling, or inside `work_dir(dest)`)."""
     tmp, dest = Path(tmp), Path(dest)
-    if not dest.exists():
-        os.replace(tmp, dest)
-    elif exchange_paths(tmp, dest):
-        shutil.rmtree(tmp, ignore_errors=True)          # tmp now holds the old folder
-    else:
-        old = _old_name(dest)
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(tmp, dest)                            # killed before this line: recover_dir
-        shutil.rmtree(old, ignore_errors=True)
+    with output_errors(dest):
+        recover_dir(dest)
+        if not dest.exists():
+            os.replace(tmp, dest)
+        elif exchange_paths(tmp, dest):
+            shutil.rmtree(tmp, ignore_errors=True)          # tmp now holds the old folder
+        else:
+            old = _old_name(dest)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            try:
+                os.replace(tmp, dest)                        # killed before this line: recover_dir
+            except OSError:
+                recover_dir(dest)                            # not killed: the old folder goes back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(dest.parent)
 
 
-def recover_dir(dest: Path) -> None:
-    """Finish a `replace_dir` that was killed between its two renames: the old folder goes back."""
+def recover_dir(dest: str | Path) -> None:
+    """Finish a `replace_dir` that was killed between its two renames: the old folder goes back.
+    Loaders call it before reading `dest`; a file system that refuses (read-only) is left as is."""
     dest = Path(dest)
     old = _old_name(dest)
-    if not dest.exists() and old.is_dir():
-        os.replace(old, dest)
-    elif dest.exists() and old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        if not dest.exists() and old.is_dir():
+            os.replace(old, dest)
+        elif old.exists() and dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _old_name(dest: Path) -> Path:

@@ -26,9 +26,8 @@ import contextlib
 import io
 import logging
 import os
-import string
-import subprocess
 import threading
+from array import array
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -36,6 +35,7 @@ import cv2
 import numpy as np
 
 from videoseq.errors import VideoReadError
+from videoseq.io.diagnose import MAX_FRAME_PIXELS, diagnose, pixel_limit_reason
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def capture_threads() -> int:
     """FFmpeg decoder threads a capture opened by the calling thread gets."""
     return getattr(_per_thread, "threads", None) or DECODE_THREADS
 
+MAX_VIDEO_FRAMES = 10_000_000  # packets of one video stream (~4.6 days at 25 fps); the packet index
+#                               holds 9 bytes per packet, so at most ~90 MB
 SEEK_COST_FRAMES = 3        # one seek (demuxer seek + decoder flush) costs about this many decoded frames
 SEEK_WORTH = 0.75           # seek only when it decodes under this fraction of a full pass
 OPENCV_SEEK_BACKOFF = 16    # OpenCV seeks to the keyframe before frame k-16, then decodes forward
@@ -102,72 +104,19 @@ def check_file(path: str | Path) -> Path:
 
 
 def open_capture(path: str | Path, *, raw: bool = False) -> cv2.VideoCapture:
-    """An opened FFmpeg capture (raw = packets, not decoded). Raises VideoReadError with a diagnosis."""
+    """An opened FFmpeg capture (raw = packets, not decoded). Raises VideoReadError with a diagnosis,
+    or when the stream claims frames of more than MAX_FRAME_PIXELS pixels (before any is decoded)."""
     path = check_file(path)
     params = [cv2.CAP_PROP_FORMAT, -1] if raw else [cv2.CAP_PROP_N_THREADS, capture_threads()]
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         raise VideoReadError(path, diagnose(path))
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > MAX_FRAME_PIXELS:
+        cap.release()
+        raise VideoReadError(path, pixel_limit_reason(width, height))
     return cap
-
-
-def _mp4_boxes(path: Path) -> dict[bytes, tuple[int, int]]:
-    """Top-level ISO-BMFF boxes of `path`: type -> (offset, size); stops at the first implausible box."""
-    boxes: dict[bytes, tuple[int, int]] = {}
-    total = path.stat().st_size
-    with path.open("rb") as f:
-        pos = 0
-        while pos + 8 <= total:
-            f.seek(pos)
-            head = f.read(16)
-            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
-            if size == 1 and len(head) == 16:
-                size = int.from_bytes(head[8:16], "big")
-            elif size == 0:                       # box runs to the end of the file
-                size = total - pos
-            if size < 8 or not kind.isalnum():
-                break
-            boxes.setdefault(kind, (pos, size))
-            pos += size
-    return boxes
-
-
-def diagnose(path: Path) -> str:
-    """Why FFmpeg/OpenCV cannot open `path`, as a short reason."""
-    with path.open("rb") as f:
-        head = f.read(512)
-    if head[4:8] == b"ftyp":
-        boxes = _mp4_boxes(path)
-        if b"moov" not in boxes:
-            return "truncated or incomplete MP4/MOV (no moov index; the end of the file is missing)"
-        offset, size = boxes[b"moov"]
-        with path.open("rb") as f:
-            f.seek(offset)
-            moov = f.read(min(size, 64 << 20))
-        if b"vide" not in moov:                   # no track with a video handler
-            return "no video stream"
-        return "cannot open the MP4/MOV (corrupt index)"
-    printable = set(string.printable.encode())
-    if head and all(b in printable for b in head):
-        return "not a video (a text file)"
-    reason = _ffmpeg_diagnosis(path)
-    return reason or "cannot open (not a video, or an unsupported format)"
-
-
-def _ffmpeg_diagnosis(path: Path) -> str | None:
-    try:
-        import imageio_ffmpeg
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # the ffmpeg binary is optional: it only refines the message
-        return None
-    proc = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, timeout=30)
-    err = proc.stderr.decode(errors="replace")
-    if "Invalid data found" in err:
-        return "not a video (unrecognised format)"
-    if "Stream #" in err and "Video:" not in err:
-        return "no video stream"
-    return None
 
 
 def fourcc_text(cap: cv2.VideoCapture) -> str:
@@ -198,22 +147,26 @@ def is_mpeg_ts(path: Path) -> bool:
 # ----------------------------------------------------------------------------- packet index
 
 def index_packets(path: str | Path) -> PacketIndex:
-    """Read every video packet without decoding: count, keyframes, timestamps, seekability."""
+    """Read every video packet without decoding: count, keyframes, timestamps, seekability. More than
+    MAX_VIDEO_FRAMES packets is a VideoReadError (memory grows with the packets actually there, never
+    with a count the header claims)."""
     path = check_file(path)
     cap = open_capture(path, raw=True)
     try:
         codec, fps = fourcc_text(cap), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        pts, keys = [], []
+        pts, keys = array("d"), bytearray()
         while cap.grab():
+            if len(pts) >= MAX_VIDEO_FRAMES:
+                raise VideoReadError(path, f"more than {MAX_VIDEO_FRAMES} video packets (MAX_VIDEO_FRAMES)")
             pts.append(cap.get(cv2.CAP_PROP_POS_MSEC))
             keys.append(bool(cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME)))
     finally:
         cap.release()
-    pts_arr = np.asarray(pts, np.float64)
+    pts_arr = np.frombuffer(pts, np.float64) if pts else np.zeros(0, np.float64)
     order = np.argsort(pts_arr, kind="stable")
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
-    keyframes = np.sort(rank[np.asarray(keys, bool)]) if pts else np.zeros(0, np.int64)
+    keyframes = np.sort(rank[np.frombuffer(keys, np.uint8).astype(bool)]) if pts else np.zeros(0, np.int64)
     sorted_pts = pts_arr[order]
     in_order = bool(np.all(np.diff(pts_arr) > 0))
     jpeg = codec in JPEG_CODECS and all(keys) and in_order and is_avi(path)

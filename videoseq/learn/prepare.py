@@ -47,7 +47,8 @@ def load_index(root_or_index, config: Config, *, progress: bool):
 
     if isinstance(root_or_index, DatasetIndex):
         return root_or_index
-    return scan_dataset(root_or_index, config.data, workers=config.runtime.workers, progress=progress)
+    return scan_dataset(root_or_index, config.data, workers=config.runtime.workers, progress=progress,
+                        timeout=config.runtime.timeout)
 
 
 def check_mode(config: Config) -> None:
@@ -75,7 +76,8 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
     frame_cache = FrameCache(plan.frames_dir)
     # marks every video that fails to decode (or falls below min_frames) as skipped, with its reason
     extract_dataset(index, frame_cache, plan.sampling, size=plan.size, views=plan.train_views,
-                    workers=config.runtime.workers, progress=progress)
+                    workers=config.runtime.workers, progress=progress,
+                    timeout=config.runtime.timeout)
     emit("extract", 1.0)
     classes = list(index.classes)
     splits = {s: index.ok(s) for s in SPLITS}

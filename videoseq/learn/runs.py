@@ -1,9 +1,10 @@
 """One training run: one head, one seed, resumable from its per-epoch checkpoint, then tested.
 
-    run = train_head(data, config, "lstm", seed=0, run_dir=Path("runs/x"), device=device, progress=False)
+    run = train_head(data, config, "lstm", seed=0, run_dir=Path("runs/.x.work"), device=device, progress=False)
     run.test.accuracy, run.fit.best_epoch
 
-A run's checkpoint lives at `RUN_DIR/runs/<head>/seed<k>/checkpoint.pt` and is only resumed by a run
+A run's checkpoint lives at `<run_dir>/runs/<head>/seed<k>/checkpoint.pt`, `run_dir` being the work
+folder of the run directory or bundle being built (`io.atomic.work_dir`), and is only resumed by a run
 with the same fingerprint (same config, head, seed, classes and videos).
 """
 from __future__ import annotations
@@ -43,7 +44,8 @@ def run_fingerprint(data: Data, config: Config, head: str, seed: int) -> str:
 
 def train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path, *, device: torch.device,
                progress: bool, on_epoch: Callable[[dict], None] | None = None) -> HeadRun:
-    """Train one head with one seed (resuming from its checkpoint), then test its best weights.
+    """Train one head with one seed (resuming from its checkpoint under `run_dir`), then test its best
+    weights.
 
     Heads on cached features are tiny, and one CPU thread runs them faster than several
     (docs/benchmarks/train.md), so frozen mode trains single-threaded on a CPU.

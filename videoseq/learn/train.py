@@ -9,7 +9,8 @@ A model is either a bare temporal head trained on cached features (mode "frozen"
 
 `fit` runs AdamW with a cosine schedule after a linear warm-up, stops early on validation accuracy
 (ties broken by validation loss), keeps the best weights, and writes a checkpoint after every epoch
-(atomically) so a killed run resumes where it stopped and ends with the same result.
+(atomically) so a killed run resumes where it stopped and ends with the same result. A checkpoint
+that cannot be used (torn, corrupt, another run's) is ignored with a warning: that run starts over.
 """
 from __future__ import annotations
 
@@ -144,7 +145,9 @@ def fit(model: nn.Module, train_batches, val_batches, cfg: TrainConfig, *, devic
 
     `train_batches` must have `generator` (a torch.Generator, its state is checkpointed) and
     `__len__`. `fingerprint` names the run (config, head, seed, data); a checkpoint written by a
-    different run is ignored. `on_epoch(row)` is called after each epoch's checkpoint is on disk.
+    different run, or one that is torn or corrupt, is ignored (a warning) and training starts from
+    scratch. `on_epoch(row)` is called after each epoch's checkpoint is on disk; a checkpoint that
+    cannot be written (full disk) is an OutputError.
     """
     from tqdm.auto import tqdm
 
@@ -157,17 +160,25 @@ def fit(model: nn.Module, train_batches, val_batches, cfg: TrainConfig, *, devic
              "bad_epochs": 0, "seconds": 0.0, "finished": False}
     best_state = copy.deepcopy(model.state_dict())
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.is_file():
-        saved = _load_checkpoint(ckpt, fingerprint)
-        if saved is not None:
+    saved = _load_checkpoint(ckpt, fingerprint) if ckpt is not None and ckpt.is_file() else None
+    if saved is not None:
+        fresh = (train_batches.generator.get_state(), torch.get_rng_state())
+        try:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             train_batches.generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
-            best_state = saved["best_state"]
-            state = saved["state"]
+            best_state, state = saved["best_state"], _checked_state(saved["state"], state)
             log.info("%s: resuming after epoch %d", ckpt, state["epoch"])
+        except Exception as e:  # noqa: BLE001  loads, but does not fit this run: start over, as if absent
+            log.warning("%s: unusable checkpoint (%s); training from scratch", ckpt, _first_line(e))
+            model.load_state_dict(best_state)        # still the initial weights
+            train_batches.generator.set_state(fresh[0])
+            torch.set_rng_state(fresh[1])
+            optimizer = make_optimizer(model, cfg)
+            scheduler = warmup_cosine(optimizer, total_steps=total,
+                                      warmup_steps=min(steps_per_epoch, max(1, total // 5)))
     resumed_from = state["epoch"]
 
     bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc="train", unit="epoch", leave=False,
@@ -207,12 +218,30 @@ def fit(model: nn.Module, train_batches, val_batches, cfg: TrainConfig, *, devic
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint at `path` if it is this run's; None (start over) when torn, corrupt or another's."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt checkpoint means: start over
-        log.warning("%s: unreadable checkpoint (%s); training from scratch", path, e)
+    except Exception as e:  # noqa: BLE001  torn or corrupt: start over
+        log.warning("%s: unreadable checkpoint (%s); training from scratch", path, _first_line(e))
+        return None
+    if not isinstance(saved, dict):
+        log.warning("%s: not a checkpoint; training from scratch", path)
         return None
     if saved.get("fingerprint") != fingerprint:
         log.info("%s: checkpoint of a different run; training from scratch", path)
         return None
     return saved
+
+
+def _checked_state(saved: object, template: dict) -> dict:
+    """The loop state of a checkpoint, with the keys and types of `template` (else ValueError)."""
+    if not isinstance(saved, dict) or set(saved) != set(template):
+        raise ValueError("loop state has other keys")
+    for key, value in template.items():
+        if not isinstance(saved[key], type(value) if not isinstance(value, float) else (int, float)):
+            raise ValueError(f"loop state: {key} is {type(saved[key]).__name__}")
+    return saved
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

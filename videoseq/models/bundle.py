@@ -9,28 +9,34 @@
                        classes=classes, metrics={"val_accuracy": 0.9})
     bundle = load_bundle(path)           # Bundle(model in eval mode, BatchNorm folded, config, classes, ...)
 
-A bundle is written into a temporary sibling folder and renamed into place, so a killed run leaves
-either the old bundle or the new one. Loading never downloads weights (the encoder is rebuilt with
+A bundle is written into a temporary sibling folder and swapped into place (`io.atomic.replace_dir`),
+so a killed run leaves either the old bundle or the new one; every loader first completes a swap that
+was killed halfway (`recover_dir`). Loading never downloads weights (the encoder is rebuilt with
 weights=None and the saved state dict loaded strictly) and never unpickles anything but tensors.
-Every failure is a `BundleError` with one line naming the bundle and what is wrong.
+JSON files are refused above a size limit before they are read, and a run folder's metrics.json may
+only name bundles inside that folder. Every failure is a `BundleError` with one line naming the
+bundle and what is wrong.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import pickle
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videoseq import __version__
-from videoseq.io.atomic import atomic_torch_save, atomic_write_json, replace_dir
-from videoseq.config import Config, config_from_dict
-from videoseq.errors import BundleError, ConfigError
+from videoseq.io.atomic import (atomic_torch_save, atomic_write_json, check_replaceable, output_errors,
+                                recover_dir, replace_dir)
+from videoseq.config import Config, RuntimeConfig, config_from_dict
+from videoseq.errors import BundleError, ConfigError, OutputError
 from videoseq.runtime import resolve_device
 
 if TYPE_CHECKING:  # torch is imported lazily: `videoseq --help` must stay instant
@@ -44,6 +50,8 @@ FORMAT = "videoseq-bundle"
 FORMAT_VERSION = 1                 # bump when config.json or model.pt change shape
 READABLE_FORMATS = (1,)            # bundle formats this library can load
 FILES = ("model.pt", "config.json", "metrics.json")
+MAX_CONFIG_BYTES = 1 << 20         # config.json: a few KiB in practice
+MAX_METRICS_BYTES = 16 << 20       # metrics.json (a bundle's or a run folder's)
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Bundle:
     """A loaded bundle: everything prediction needs, rebuilt from the folder alone."""
     path: Path
     model: "VideoClassifier"       # eval mode, on `device`
-    config: Config                 # the full config the model was trained with
+    config: Config                 # the config the model was trained with; runtime: this machine's defaults
     head: str                      # "per_frame", "lstm", ...
     encoder: str                   # encoder registry name
     classes: list[str]             # index -> class name
@@ -97,15 +105,19 @@ def save_bundle(dest: str | Path, *, model: "VideoClassifier", head: str, config
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # tensors only
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    check_replaceable(dest, FILES, what="model bundle")
+    with output_errors(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     try:
         atomic_torch_save(tmp / "model.pt", state)
         atomic_write_json(tmp / "config.json", meta)
         atomic_write_json(tmp / "metrics.json", _jsonable(metrics))
         replace_dir(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OutputError):     # named after the bundle, not its temp folder
+            raise OutputError(dest, e.reason) from None
         raise
     log.info("saved %s bundle (%d classes) to %s", head, len(classes), dest)
     return dest
@@ -116,6 +128,7 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
     ("cpu", "cuda", "auto"), for inference: in eval mode, BatchNorm folded into the convolutions
     (`models.classifier.fold_batchnorm`). Raise `BundleError` saying what is wrong if it can't."""
     path = Path(path)
+    recover_dir(path)
     if path.is_dir() and not (path / "config.json").exists() and (path / "models").is_dir():
         path = choose_bundle(path)
     meta = read_bundle_meta(path)
@@ -157,8 +170,9 @@ def load_bundle(path: str | Path, *, device: str = "cpu") -> Bundle:
 
 
 def read_bundle_meta(path: str | Path) -> dict[str, Any]:
-    """config.json of a bundle, checked for format and version (no torch needed)."""
+    """config.json of a bundle, checked for size, format and version (no torch needed)."""
     path = Path(path)
+    recover_dir(path)
     if not path.exists():
         raise BundleError(f"{path}: no such model bundle")
     if not path.is_dir():
@@ -166,10 +180,7 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
     missing = [name for name in ("model.pt", "config.json") if not (path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: not a model bundle (missing {', '.join(missing)})")
-    try:
-        meta = json.loads((path / "config.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: config.json is not valid JSON ({_first_line(e)})") from None
+    meta = read_json_limited(path / "config.json", MAX_CONFIG_BYTES)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{path}: config.json is not a videoseq bundle config")
     version = meta.get("format_version")
@@ -197,8 +208,10 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
 
 
 def find_bundles(run_dir: str | Path) -> dict[str, Path]:
-    """head -> bundle folder, for a run folder (RUN_DIR/models/<head>/) or a single bundle."""
+    """head -> bundle folder, for a run folder (RUN_DIR/models/<head>/) or a single bundle. A run
+    folder's metrics.json, when present, lists them; a bundle it names outside the folder is refused."""
     run_dir = Path(run_dir)
+    recover_dir(run_dir)
     if (run_dir / "config.json").is_file():
         return {read_bundle_meta(run_dir)["head"]: run_dir}
     models = run_dir / "models"
@@ -206,11 +219,55 @@ def find_bundles(run_dir: str | Path) -> dict[str, Path]:
         raise BundleError(f"{run_dir}: no such model bundle or run folder")
     if not models.is_dir():
         raise BundleError(f"{run_dir}: neither a model bundle (config.json) nor a run folder (models/)")
-    found = {p.name: p for p in sorted(models.iterdir())
-             if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()}
+    for p in models.iterdir():            # a bundle swap killed between its renames
+        if p.name.startswith(".") and p.name.endswith(".old"):
+            recover_dir(models / p.name[1:-len(".old")])
+    if (run_dir / "metrics.json").is_file():
+        found = _bundles_of_run(run_dir)
+    else:
+        found = {p.name: p for p in sorted(models.iterdir())
+                 if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()}
     if not found:
         raise BundleError(f"{run_dir}: run folder holds no bundles under models/")
+    inside = run_dir.resolve()
+    for head, p in found.items():
+        if not p.resolve().is_relative_to(inside):
+            raise BundleError(f"{run_dir}: the {head!r} bundle leads outside the run folder ({p.resolve()})")
     return found
+
+
+def read_run_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's metrics.json (refused above MAX_METRICS_BYTES); a one-line BundleError if it is
+    missing, malformed or not an object."""
+    run_dir = Path(run_dir)
+    recover_dir(run_dir)
+    metrics = read_json_limited(run_dir / "metrics.json", MAX_METRICS_BYTES)
+    if not isinstance(metrics, dict):
+        raise BundleError(f"{run_dir}: metrics.json is not a JSON object")
+    return metrics
+
+
+def read_json_limited(file: str | Path, limit: int) -> Any:
+    """The JSON value in `file`, a regular file of at most `limit` bytes (checked before reading, so
+    memory never depends on what the file claims); any failure is a one-line BundleError."""
+    file = Path(file)
+    where = f"{file.parent}: {file.name}"
+    try:
+        with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:   # a FIFO never blocks
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BundleError(f"{where} is not a regular file")
+            if info.st_size > limit:
+                raise BundleError(f"{where} is over the {limit}-byte limit ({info.st_size} bytes)")
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise BundleError(f"{where} cannot be read ({_first_line(e)})") from None
+    if len(raw) > limit:
+        raise BundleError(f"{where} is over the {limit}-byte limit")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise BundleError(f"{where} is not valid JSON ({_first_line(e)})") from None
 
 
 def choose_bundle(model_path: str | Path, *, head: str | None = None) -> Path:
@@ -276,18 +333,38 @@ def _check_shapes(path: Path, model: Any, state: dict, num_classes: int) -> None
                           f"config.json describes expects {tuple(tensor.shape)}")
 
 
+def _bundles_of_run(run_dir: Path) -> dict[str, Path]:
+    """head -> folder, as metrics.json's models.<head>.bundle names them (relative to the run folder)."""
+    models = read_run_metrics(run_dir).get("models")
+    if not isinstance(models, dict) or not all(isinstance(m, dict) for m in models.values()):
+        raise BundleError(f"{run_dir}: metrics.json's 'models' is not an object of heads")
+    found = {}
+    for head, m in models.items():
+        rel = m.get("bundle", f"models/{head}")
+        if not isinstance(rel, str) or os.path.isabs(rel) or ".." in Path(rel).parts:
+            raise BundleError(f"{run_dir}: metrics.json names bundle {rel!r} for {head!r}, which is "
+                              f"not a path inside the run folder")
+        if (run_dir / rel / "config.json").is_file():
+            found[head] = run_dir / rel
+    return found
+
+
 def _config_of(path: Path, meta: dict[str, Any]) -> Config:
+    """The training config; its runtime section (cache folder, device, workers, dask address) described
+    the machine that trained, so this machine's defaults replace it: a bundle never points elsewhere."""
     try:
-        return config_from_dict(meta["config"])
+        return dataclasses.replace(config_from_dict(meta["config"]), runtime=RuntimeConfig())
     except ConfigError as e:
         raise BundleError(f"{path}: config.json holds a config this videoseq cannot read ({e})") from None
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        metrics = json.loads((Path(path) / "metrics.json").read_text())
-    except (OSError, ValueError):
+    """A bundle's metrics.json; {} when it has none or it is not an object, BundleError when too large
+    or malformed."""
+    file = Path(path) / "metrics.json"
+    if not file.exists():
         return {}
+    metrics = read_json_limited(file, MAX_METRICS_BYTES)
     return metrics if isinstance(metrics, dict) else {}
 
 

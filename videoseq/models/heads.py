@@ -19,6 +19,8 @@ every row needs at least one valid step. `mask=None` means all steps are valid. 
 video equal the outputs for the same video unpadded. In forward_steps, padded steps repeat the last
 valid step. `bidirectional=True` makes rnn/lstm/gru/conv1d see the future; their forward_steps then
 recompute the prefix x[:, :t+1] for each t (exact, T times the work). per_frame ignores it.
+Traced into a graph (torch.jit.trace, torch.onnx.export: infer/export.py), causal recurrent heads run
+unpacked, with the same numbers (`RecurrentHead._run_unpacked`).
 """
 from __future__ import annotations
 
@@ -195,11 +197,24 @@ class RecurrentHead(TemporalHead):
     def _run(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> outputs (B, T, H*dirs) zero past each length, final hidden (layers*dirs, B, H)."""
         h = self.embed(x)                                                    # (B, T, H)
+        if torch.jit.is_tracing() and not self.bidirectional:
+            return self._run_unpacked(h, lengths)
         packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, state = self.rnn(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         h_n = state[0] if isinstance(state, tuple) else state               # LSTM: (h, c)
         return out, h_n
+
+    def _run_unpacked(self, h: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_run` for graphs (torch.jit.trace, torch.onnx.export), which cannot hold packed sequences:
+        the recurrence over all T steps. A causal recurrence's output at step t depends on steps <= t
+        only, so up to each row's length it is the packed run's, and the final hidden state of the last
+        layer (all `_classify_last` reads) is the output at the row's last valid step."""
+        out, _ = self.rnn(h)                                                 # (B, T, H)
+        t = torch.arange(out.shape[1], device=out.device)
+        out = out * (t[None, :] < lengths[:, None]).to(out.dtype)[:, :, None]   # zero past each length
+        last = out.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, out.shape[2]))  # (B, 1, H)
+        return out, last.transpose(0, 1)                                     # (B, T, H), (1, B, H)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _, lengths = mask_lengths(mask, x)

@@ -20,7 +20,8 @@ temporal head sees it. So the temporal heads also read where the picture moved, 
 M = 3 scales x 16 cells x 3 = 144 numbers per step; step 0 (no previous frame) is all zeros. The module
 has no parameters: it is deterministic, part of the model (a bundle rebuilds it from its config), and
 runs wherever the model runs. It depends on each clip alone, so batching never changes a result, and a
-padded step never changes a valid one (step t reads frames t-1 and t only).
+padded step never changes a valid one (step t reads frames t-1 and t only). Traced into a graph with a
+dynamic batch (infer/export.py), it computes the same sums with im2col (`_tiles`, `_traced_cross`).
 
 Why the per-frame baseline never reads it: the displacement between two frames *is* temporal
 information. `per_frame` must show what one frame alone tells, so it sees the appearance features only,
@@ -77,13 +78,18 @@ class BlockMatchMotion(nn.Module):
         As sum(cur^2) - 2 sum(cur * prev_u) + sum(prev_u^2) per cell: the cross term is one depthwise
         convolution of each cell's search window by the cell itself, the last term a box sum (two small
         matrix products). Three ops a scale instead of three per shift (7x7 shifts)."""
-        r, n, g, side = self.radius, prev.shape[0], self.grid, prev.shape[-1]
+        r, n, g = self.radius, prev.shape[0], self.grid
+        side = int(prev.shape[-1])   # int: when traced, a constant (sizes are tensors then)
         k, c = 2 * r + 1, side // g
         w, m = c + 2 * r, n * g * g
         padded = F.pad(prev[:, None], (r, r, r, r), mode="replicate")[:, 0]      # (N, s+2r, s+2r)
-        windows = padded.unfold(1, w, c).unfold(2, w, c).reshape(m, w, w)        # (N*G*G, w, w)
-        cells = cur.unfold(1, c, c).unfold(2, c, c).reshape(m, c, c)             # (N*G*G, c, c)
-        cross = F.conv2d(windows[None], cells[:, None], groups=m)[0]             # (N*G*G, k, k)
+        if torch.jit.is_tracing():   # torch.jit.trace, torch.onnx.export: see _traced_cross
+            windows, cells = _tiles(padded, w, c), _tiles(cur, c, c)
+            cross = _traced_cross(windows, cells, k)
+        else:
+            windows = padded.unfold(1, w, c).unfold(2, w, c).reshape(m, w, w)    # (N*G*G, w, w)
+            cells = cur.unfold(1, c, c).unfold(2, c, c).reshape(m, c, c)         # (N*G*G, c, c)
+            cross = F.conv2d(windows[None], cells[:, None], groups=m)[0]         # (N*G*G, k, k)
         box = self._box(w, c, prev.device)                                       # (k, w)
         prev2 = box @ (windows * windows) @ box.T                                # (N*G*G, k, k)
         cur2 = (cells * cells).sum(dim=(1, 2))[:, None, None]                    # (N*G*G, 1, 1)
@@ -119,7 +125,7 @@ class BlockMatchMotion(nn.Module):
     def _resize(self, grey: torch.Tensor, side: int) -> torch.Tensor:
         """(N, S, S) -> (N, side, side): area average when shrinking (adaptive average pooling, as two
         matrix products), bilinear when growing."""
-        s = grey.shape[-1]
+        s = int(grey.shape[-1])   # int: when traced, a constant, and so are the matrices made from it
         if s == side:
             return grey
         if s < side:
@@ -173,6 +179,22 @@ def _parabola(cost: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, *, axis: i
                          torch.zeros_like(mid))
     inside = (i > 0) & (i < k - 1)
     return torch.where(inside, offset.clamp(-0.5, 0.5), torch.zeros_like(mid))
+
+
+def _tiles(x: torch.Tensor, size: int, step: int) -> torch.Tensor:
+    """(N, H, W) -> (N * rows * cols, size, size): the tiles every `step` pixels, row by row, as
+    `x.unfold(1, size, step).unfold(2, size, step)` gives them, by im2col."""
+    cols = F.unfold(x[:, None], kernel_size=size, stride=step)                  # (N, size*size, L)
+    return cols.transpose(1, 2).reshape(-1, size, size)
+
+
+def _traced_cross(windows: torch.Tensor, cells: torch.Tensor, k: int) -> torch.Tensor:
+    """`_cost`'s cross term in a traced graph: (N, w, w) windows, (N, c, c) cells -> (N, k, k), each
+    window's patches times its own cell. A graph fixes a grouped convolution's group count, which is N
+    and grows with the batch; im2col and a batched product hold any N. The same sums in another order."""
+    c = int(cells.shape[-1])                                                    # traced sizes are tensors
+    patches = F.unfold(windows[:, None], kernel_size=c)                         # (N, c*c, k*k)
+    return (cells.reshape(-1, 1, c * c) @ patches).reshape(-1, k, k)
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
