@@ -6,8 +6,11 @@
 2. Many short clips: 200 clips of 3 s in one `videoseq classify DIR` call against the sum of their
    extraction times (`read_frames` of each clip, one after another, in a warm process). Target: <= 1.2x.
    Peak memory of the call is recorded for 50 and 200 clips (it should not grow with the count).
+3. With `--onnx`: the benchmark bundle exported (`infer.export.export_bundle`) and the same two
+   inputs classified by ONNX Runtime (`classify --runtime onnx --model model.onnx`), each such call
+   right after the PyTorch call on the same input: the ratio of the two, per pair and best of each.
 
-    python benchmarks/classify.py [--encoder small_cnn efficientnet_lite0] [--repeats 3] [--work DIR]
+    python benchmarks/classify.py [--encoder small_cnn efficientnet_lite0] [--repeats 3] [--work DIR] [--onnx]
     python benchmarks/classify.py --encoder small_cnn --clips-only --before /tmp/old-tree  # before/after
 
 Each timing is the best of `--repeats` runs (the machine may be shared; the minimum is the least noisy).
@@ -74,6 +77,16 @@ def make_bundle(dest: Path, encoder: str) -> Path:
     model = build_model(cfg.model, "lstm", 5)
     return save_bundle(dest, model=model, head="lstm", config=cfg,
                        classes=["a", "b", "c", "d", "e"], metrics={"val_accuracy": None})
+
+
+def onnx_command(bundle: Path, dest: Path, workers: int) -> list[str]:
+    """Export `bundle` to `dest` (ONNX, the whole model) and return the `classify --runtime onnx` call
+    on it (inputs to be appended)."""
+    from videoseq.infer.export import export_bundle
+
+    export_bundle(bundle, dest)
+    return [sys.executable, "-m", "videoseq", "classify", "--model", str(dest), "--runtime", "onnx",
+            "--json", "--workers", str(workers)]
 
 
 class Run(NamedTuple):
@@ -145,13 +158,22 @@ class Extraction:
 
 def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repeats: int,
             workers: int, *, long_only: bool = False, clips_only: bool = False,
-            before: Path | None = None) -> dict:
+            before: Path | None = None, onnx: bool = False) -> dict:
     bundle = make_bundle(work / f"bundle-{encoder}", encoder)
     videoseq = [sys.executable, "-m", "videoseq", "classify", "--model", str(bundle), "--json",
                 "--workers", str(workers), "--device", "cpu"]
     m = {"encoder": encoder, "workers": workers}
-    if not clips_only:  # 1. one long video
-        m["classify"] = timed([*videoseq, str(long_video)], repeats)
+    onnx_call = onnx_command(bundle, work / f"model-{encoder}.onnx", workers) if onnx else None
+    if not clips_only:  # 1. one long video (and 3. its ONNX Runtime call right after each PyTorch one)
+        if onnx_call:
+            runs = [(run_once([*videoseq, str(long_video)]), run_once([*onnx_call, str(long_video)]))
+                    for _ in range(repeats)]
+            m["classify"], m["onnx_long"] = best([t for t, _ in runs]), best([o for _, o in runs])
+            m["onnx_long_pairs"] = runs
+            print(f"[{encoder}] long video: onnx {m['onnx_long'].wall:.2f}s vs torch "
+                  f"{m['classify'].wall:.2f}s -> {m['onnx_long'].wall / m['classify'].wall:.2f}x", flush=True)
+        else:
+            m["classify"] = timed([*videoseq, str(long_video)], repeats)
         m["decode"] = timed([ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(long_video),
                              "-f", "null", "-"], repeats)
         m["import"] = timed([sys.executable, "-c", "import torch, cv2"], repeats)
@@ -163,9 +185,13 @@ def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repea
         return m
     # 2. many short clips: the baseline and the call alternate, so both meet the same load
     extraction = Extraction(clips, bundle)
-    pairs = []
+    pairs, onnx_pairs = [], []
     for _ in range(repeats):
         pairs.append((extraction.run(), run_once([*videoseq, str(clips[0].parent)])))
+        if onnx_call:  # 3. the same clips through ONNX Runtime, right after the PyTorch call
+            onnx_pairs.append((pairs[-1][1], run_once([*onnx_call, str(clips[0].parent)])))
+            print(f"[{encoder}] {len(clips)} clips: onnx {onnx_pairs[-1][1].wall:.2f}s vs torch "
+                  f"{pairs[-1][1].wall:.2f}s -> {onnx_pairs[-1][1].wall / pairs[-1][1].wall:.2f}x", flush=True)
         if before:  # the same call from the other checkout, right after: a before/after pair
             old = run_once([*videoseq, str(clips[0].parent)], pythonpath=before)
             print(f"[{encoder}] {len(clips)} clips: before {old.wall:.2f}s (CPU {old.cpu:.1f}, load "
@@ -174,6 +200,8 @@ def measure(encoder: str, work: Path, clips: list[Path], long_video: Path, repea
                   f"{pairs[-1][1].wall / pairs[-1][0].wall:.2f}x", flush=True)
     m["extract"], m["many"] = best([e for e, _ in pairs]), best([c for _, c in pairs])
     m["pairs"] = pairs
+    if onnx_pairs:
+        m["onnx_many"], m["onnx_many_pairs"] = best([o for _, o in onnx_pairs]), onnx_pairs
     subset = work / "clips50"
     subset.mkdir(exist_ok=True)
     for clip in clips[:50]:
@@ -203,6 +231,9 @@ def main() -> None:
     ap.add_argument("--before", type=Path, metavar="CHECKOUT",
                     help="also time each classify call with videoseq imported from this checkout, "
                          "right after the current one (printed, not written)")
+    ap.add_argument("--onnx", action="store_true",
+                    help="also export each bundle to ONNX and time `classify --runtime onnx` on the same "
+                         "inputs, right after each PyTorch call")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "videoseq-bench-classify")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "classify-figures.md",
                     help="figures file to (over)write (default: docs/benchmarks/classify-figures.md)")
@@ -213,7 +244,8 @@ def main() -> None:
     long_video = make_long_video(args.work / "long_720p_60s.mp4")
     clips = make_clips(args.work / "clips")
     results = [measure(e, args.work, clips, long_video, args.repeats, args.workers,
-                       long_only=e in args.long_only, clips_only=args.clips_only, before=args.before)
+                       long_only=e in args.long_only, clips_only=args.clips_only, before=args.before,
+                       onnx=args.onnx)
                for e in args.encoder]
     if not args.clips_only:
         write_figures(args.out, results, repeats=args.repeats, clips=len(clips))
@@ -249,7 +281,19 @@ def write_figures(out: Path, results: list[dict], *, repeats: int, clips: int) -
         return "meets" if ratio <= target else "MISSES"
 
     long_rows, many_rows, pair_rows = [], [], []
+    onnx_rows, onnx_pair_rows = [], []
     for m in results:
+        for key, what in (("onnx_long", "long video"), ("onnx_many", f"{clips} clips")):
+            if key not in m:
+                continue
+            t, o = (m["classify"], m["onnx_long"]) if key == "onnx_long" else (m["many"], m["onnx_many"])
+            med = median_ratio(m[f"{key}_pairs"])
+            onnx_rows.append(f"| {m['encoder']} | {what} | {t.wall:.2f} | {o.wall:.2f} | {o.wall / t.wall:.2f}x "
+                             f"| **{med:.2f}x** | {o.cpu:.1f} / {t.cpu:.1f} = {o.cpu / t.cpu:.2f}x "
+                             f"| {o.load:.1f} / {t.load:.1f} | {o.rss / 1024:.0f} / {t.rss / 1024:.0f} |")
+            onnx_pair_rows += [f"| {m['encoder']} | {what} | {i} | {tp.wall:.2f} | {tp.cpu:.1f} | {op.wall:.2f} "
+                               f"| {op.cpu:.1f} | {op.wall / tp.wall:.2f}x |"
+                               for i, (tp, op) in enumerate(m[f"{key}_pairs"], start=1)]
         if "many" in m:
             e, c = m["extract"], m["many"]
             med = median_ratio(m["pairs"])
@@ -297,6 +341,18 @@ Every pair (the extraction sum, then the call right after it):
 | encoder | run | classify s | CPU s | load | extraction s | CPU s | load | ratio |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 {nl.join(pair_rows) or "| (not measured) |"}
+
+## ONNX Runtime vs PyTorch: `classify --runtime onnx` of the exported bundle vs `classify` of the bundle (`--onnx`)
+
+| encoder | input | PyTorch s | ONNX Runtime s | best / best | median pair ratio | CPU s: ONNX / PyTorch | load: ONNX / PyTorch | peak RSS MiB: ONNX / PyTorch |
+|---|---|---:|---:|---:|---:|---:|---:|---:|
+{nl.join(onnx_rows) or "| (not measured: run with --onnx) |"}
+
+Every pair (the PyTorch call, then the ONNX Runtime call right after it, on the same input):
+
+| encoder | input | run | PyTorch s | CPU s | ONNX Runtime s | CPU s | ratio |
+|---|---|---:|---:|---:|---:|---:|---:|
+{nl.join(onnx_pair_rows) or "| (not measured: run with --onnx) |"}
 """
     atomic_write_text(out, text)
     print(f"wrote {out}")

@@ -56,6 +56,19 @@ def as_frames(frames: Any) -> np.ndarray:
     return frames
 
 
+def sample_positions(n: int, sampling: Sampling) -> tuple[np.ndarray, np.ndarray]:
+    """The T positions (in 0..n-1) a video of n frames is sampled at, and the mask: segment centres
+    (repeating frames of a short video), or with short="mask" every frame then padding (-1, False)."""
+    count = sampling.frames
+    if sampling.short not in ("repeat", "mask"):
+        raise ValueError(f"unknown short-video policy {sampling.short!r}; choose from mask, repeat")
+    if n >= count or sampling.short == "repeat":
+        return sample_indices(n, count=count, mode="uniform"), np.ones(count, bool)   # (T,), (T,)
+    indices = np.full(count, -1, np.int64)                          # short="mask": every frame, then padding
+    indices[:n] = np.arange(n)
+    return indices, np.arange(count) < n
+
+
 def clip_from_frames(frames: Any, sampling: Sampling, *, name: str = FRAMES_NAME) -> Clip:
     """The clip `io.video.read_frames` returns for a file whose full decode is `frames`: T sampled
     frame numbers, those frames resized and centre-cropped to S, the mask (False on padded steps).
@@ -66,15 +79,7 @@ def clip_from_frames(frames: Any, sampling: Sampling, *, name: str = FRAMES_NAME
     frames = as_frames(frames)                                     # (N, H, W, 3) uint8 RGB
     n, height, width = frames.shape[:3]
     count, size = sampling.frames, sampling.size
-    if sampling.short not in ("repeat", "mask"):
-        raise ValueError(f"unknown short-video policy {sampling.short!r}; choose from mask, repeat")
-    if n >= count or sampling.short == "repeat":
-        indices = sample_indices(n, count=count, mode="uniform")  # (T,) segment centres, may repeat
-        mask = np.ones(count, bool)                                # (T,)
-    else:                                                          # short="mask": every frame, then padding
-        indices = np.full(count, -1, np.int64)
-        indices[:n] = np.arange(n)
-        mask = np.arange(count) < n
+    indices, mask = sample_positions(n, sampling)                  # (T,), (T,)
     out = np.zeros((count, size, size, 3), np.uint8)               # (T, S, S, 3); padded steps stay black
     for step, k in enumerate(indices):
         if mask[step]:

@@ -6,9 +6,10 @@
 
 Decoding runs ahead of inference with a bounded number of clips in flight, so memory stays flat over
 any number of files. Results come back in input order as soon as each is ready. Several files decode
-in `workers` worker processes (pool.ProcessStream, forked from the fork server): they decode during
-the whole start-up, while this process imports torch and loads the model (decode threads waited for
-the GIL then), and a file that kills its decoder (a segfault, the OOM killer) is reported as one
+in `workers` worker processes (clips.iter_clips on pool.ProcessStream, forked from the fork server):
+they decode during the whole start-up, while this process imports torch and loads the model (decode
+threads waited for the GIL then), and a file that kills its decoder (a segfault, the OOM killer) or is
+still decoding after `timeout` seconds (a stalled mount: "timed out after N s") is reported as one
 failure while the others still run. A single file decodes in a thread: no process start-up.
 
 Cores: `workers` decoders feed `workers` inference threads, batches predicted side by side
@@ -27,7 +28,6 @@ clips and saves main-process CPU on many files (docs/benchmarks/classify.md).
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from videoseq.config import INFERENCE_BATCH_SIZE
+from videoseq.config import INFERENCE_BATCH_SIZE, JOB_TIMEOUT
 from videoseq.errors import VideoseqError
-from videoseq.io.pool import JobCrash, JobError, ProcessStream
+from videoseq.infer.clips import Sampling, iter_clips
 
 if TYPE_CHECKING:
     from videoseq.models.bundle import Bundle
@@ -89,28 +89,43 @@ class FailedInput(NamedTuple):
 
 Result = Prediction | FailedInput
 
+UNKNOWN = "unknown"            # the label of an abstention (`abstain`); never one of a model's classes
+
+
+def abstain(result: Result, min_score: float) -> Result:
+    """The result with label `UNKNOWN` when it is a `Prediction` whose score (its top probability) is
+    below `min_score`; otherwise the result unchanged (a `FailedInput` always).
+
+    Only the label changes: `score`, `probs`, `steps` and `top(k)` still give the model's own numbers,
+    so an abstention shows what the model leaned towards. "unknown" is not a class: no model outputs
+    it, it only says "not sure enough" (a model with a class of that name cannot be told apart from
+    an abstention). `min_score` in [0, 1]; 0 never abstains (`classify --min-score`, `Model.predict`).
+
+        abstain(pred, 0.8).label     # pred.label when pred.score >= 0.8, else "unknown"
+    """
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be between 0 and 1, got {min_score}")
+    if not isinstance(result, FailedInput) and result.score < min_score:   # a Prediction or a Segment
+        return result._replace(label=UNKNOWN)
+    return result
+
 
 def record_of(result: Result) -> dict:
     """The JSON record of a result: `classify --json`'s line, `{"path", "error"}` for a failure."""
     return result.to_json()
 
 
-class Sampling(NamedTuple):
-    """How a bundle samples a video: T frames, side S, the short-video policy."""
-    frames: int                    # T
-    size: int                      # S
-    short: str                     # "repeat" | "mask"
-
-
 def classify_paths(paths: Iterable[str | Path], bundle: "Bundle", *, batch_size: int = INFERENCE_BATCH_SIZE,
                    workers: int = 2, cache: "FrameCache | None" = None, thumbnails: bool = False,
-                   prefetch: int | None = None) -> Iterator[Result]:
-    """One result per path, in order: a `Prediction`, or a `FailedInput` saying why it failed.
+                   prefetch: int | None = None, timeout: float | None = JOB_TIMEOUT) -> Iterator[Result]:
+    """One result per path, in order: a `Prediction`, or a `FailedInput` saying why it failed (a file
+    still decoding after `timeout` seconds: "timed out after N s"; None or 0: no limit).
 
     `prefetch`: decoded clips allowed to wait for inference (default: `prefetch_depth`); at most
     `workers` batches more are being predicted."""
     for results in classify_paths_multi(paths, [bundle], batch_size=batch_size, workers=workers,
-                                        cache=cache, thumbnails=thumbnails, prefetch=prefetch):
+                                        cache=cache, thumbnails=thumbnails, prefetch=prefetch,
+                                        timeout=timeout):
         yield results[0]
 
 
@@ -118,7 +133,8 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
                          sampling: Sampling | None = None, batch_size: int = INFERENCE_BATCH_SIZE,
                          workers: int = 2,
                          cache: "FrameCache | None" = None, thumbnails: bool = False,
-                         prefetch: int | None = None) -> Iterator[list[Result]]:
+                         prefetch: int | None = None, timeout: float | None = JOB_TIMEOUT
+                         ) -> Iterator[list[Result]]:
     """Like `classify_paths` for several bundles at once (`classify --compare`): each video is decoded
     once and run through every bundle; yields one list (in bundle order) per path.
 
@@ -150,7 +166,7 @@ def classify_paths_multi(paths: Iterable[str | Path], bundles: "Sequence[Bundle]
         return min(caller, inference_threads(workers)), caller   # never more than the caller allows
 
     depth = prefetch or prefetch_depth(sampling, workers=workers, batch_size=batch_size)
-    clips = iter_clips(paths, sampling, workers=workers, cache=cache, prefetch=depth)
+    clips = iter_clips(paths, sampling, workers=workers, cache=cache, prefetch=depth, timeout=timeout)
     threads: tuple[int, int] | None = None
     batch: list[tuple[str, "Clip", float]] = []
     pending: list[tuple[int, str, str]] = []   # failures waiting for the batch before them
@@ -203,32 +219,6 @@ def load_bundles_async(paths: Sequence[str | Path], *, device: str = "cpu") -> t
     return samplings.pop(), future
 
 
-def iter_clips(paths: Iterable[str | Path], sampling: Sampling, *, workers: int = 2,
-               cache: "FrameCache | None" = None, prefetch: int = 8
-               ) -> Iterator[tuple[str, "Clip | str", float]]:
-    """(path, clip or error reason, decode seconds) per path, in order, decoding ahead: in `workers`
-    processes when there are several paths, else in a thread. At most `prefetch` clips in flight."""
-    inflight: deque[tuple[str, Future]] = deque()
-    paths = iter(paths)
-    first = list(itertools.islice(paths, 2))
-    shared = len(first) > 1 and workers > 1      # captures decode side by side: split FFmpeg's threads
-    pool = ProcessStream(workers=workers) if len(first) > 1 \
-        else ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
-    with pool:
-        try:
-            for path in itertools.chain(first, paths):
-                path = str(path)
-                inflight.append((path, pool.submit(_decode_job, path, sampling, cache,
-                                                   workers if shared else 1)))
-                if len(inflight) >= prefetch:
-                    yield _result(*inflight.popleft())
-            while inflight:
-                yield _result(*inflight.popleft())
-        finally:  # a consumer that stops early must not leave decodes queued
-            for _, future in inflight:
-                future.cancel()
-
-
 def inference_threads(workers: int) -> int:
     """torch threads of each of the `workers` inference workers: each worker shares its pipeline's
     cores (the machine's, split `workers` ways) with one decode worker; at least 1.
@@ -272,44 +262,6 @@ def predict_clips(bundle: "Bundle", clips: Sequence["Clip"], *, batch_size: int 
 
 # --- internals -----------------------------------------------------------------------------------
 
-class DecodedClip(NamedTuple):
-    """A clip decoded for inference, with how long it took and where (for the decode/infer overlap)."""
-    clip: "Clip"
-    seconds: float
-    threads: int                   # FFmpeg threads of its capture
-    pid: int                       # the process that decoded it
-
-
-def _decode_job(path: str, sampling: Sampling, cache: "FrameCache | None",
-                side_by_side: int) -> DecodedClip | str:
-    """One clip, decoded in a worker (process or thread) while `side_by_side` - 1 others decode too;
-    or the one-line reason it cannot be (a string survives pickling, an exception may not)."""
-    try:
-        return _decode(path, sampling, cache, side_by_side)
-    except VideoseqError as e:
-        return _strip_path(getattr(e, "reason", None) or str(e), path)
-    except Exception as e:  # noqa: BLE001  one odd file must not end a run over thousands
-        log.debug("unexpected error decoding %s", path, exc_info=True)
-        return f"cannot decode ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-
-
-def _decode(path: str, sampling: Sampling, cache: "FrameCache | None", side_by_side: int) -> DecodedClip:
-    from videoseq.io import decode
-
-    started = time.perf_counter()
-    threads = max(1, decode.DECODE_THREADS // side_by_side)
-    decode.set_capture_threads(threads)
-    if cache is not None:
-        from videoseq.config import SamplingConfig
-        config = SamplingConfig(frames=sampling.frames, size=sampling.size, short=sampling.short)
-        clip = cache.load_or_extract(path, config, size=sampling.size)
-    else:
-        from videoseq.io.video import read_frames
-        clip = read_frames(path, count=sampling.frames, size=sampling.size, mode="uniform",
-                           short=sampling.short)
-    return DecodedClip(clip, time.perf_counter() - started, threads, os.getpid())
-
-
 def _sampling_of(bundle: "Bundle") -> Sampling:
     return Sampling(bundle.frames, bundle.size, bundle.short)
 
@@ -321,19 +273,6 @@ def _check_same_sampling(bundles: list["Bundle"]) -> list["Bundle"]:
         raise VideoseqError("the models sample frames differently (frames/size/short); "
                             "classify with one --head at a time")
     return bundles
-
-
-def _result(path: str, future: Future) -> tuple[str, "Clip | str", float]:
-    done = future.result()           # WorkersUnavailable (processes cannot start at all) propagates
-    if isinstance(done, JobCrash):
-        return path, f"the decoder crashed ({done.reason})", 0.0
-    if isinstance(done, JobError):
-        return path, f"cannot decode ({done.reason})", 0.0
-    if isinstance(done, str):
-        return path, done, 0.0
-    where = "this process" if done.pid == os.getpid() else f"worker process {done.pid}"
-    log.debug("decoded %s in %s with %d FFmpeg thread(s)", path, where, done.threads)
-    return path, done.clip, done.seconds
 
 
 def _take(item: "Future | list[list[Result]]") -> list[list[Result]]:
@@ -383,11 +322,3 @@ def _thumbnails(frames: np.ndarray) -> np.ndarray:
     import cv2
 
     return np.stack([cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for f in frames])
-
-
-def _strip_path(reason: str, path: str) -> str:
-    """VideoReadError renders as "path: reason"; the caller prints the path itself."""
-    for prefix in (f"{path}: ", f"{Path(path)}: "):
-        if reason.startswith(prefix):
-            return reason[len(prefix):]
-    return reason

@@ -105,6 +105,37 @@ def accuracy_over_frames_seen(y: np.ndarray, step_logprobs: np.ndarray, mask: np
     return (belief.argmax(axis=2) == np.asarray(y)[:, None]).mean(axis=0)
 
 
+COVERAGE_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # min_score values of metrics.json "coverage"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(N, C) logits -> (N, C) float64 probabilities (rows sum to 1), as `infer.predict` computes them."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def coverage_curve(y: np.ndarray, probs: np.ndarray, thresholds: Sequence[float] = COVERAGE_THRESHOLDS
+                   ) -> list[tuple[float, float, float]]:
+    """The accuracy/coverage trade-off of abstaining (`infer.predict.abstain`): for each threshold P,
+    (P, coverage, accuracy on the covered videos). A video is covered when its top probability is
+    >= P (below P it would be reported as "unknown"); coverage is the covered fraction, accuracy the
+    fraction of covered videos whose most probable class is the label (nan when none is covered).
+
+    y (N,) int labels, probs (N, C) probabilities; the most probable class is the first maximum."""
+    y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != y.shape[0]:
+        raise ValueError(f"labels {y.shape} and probabilities {probs.shape} do not match")
+    top, correct = probs.max(axis=1), probs.argmax(axis=1) == y        # (N,), (N,)
+    out = []
+    for p in thresholds:
+        covered = top >= p
+        n = int(covered.sum())
+        acc = float(correct[covered].sum() / n) if n else float("nan")
+        out.append((float(p), float(n / y.size) if y.size else float("nan"), acc))
+    return out
+
+
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """Exact two-sided McNemar p-value: a binomial test on the videos where exactly one model is right."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)

@@ -1,38 +1,49 @@
-"""Figures of a compare run (matplotlib, Agg backend, PNG files written atomically)."""
+"""Figures of a compare run, built on `matplotlib.figure.Figure` and returned; PNGs written atomically.
+
+    fig = learning_curves(histories, "runs/x/plots/learning_curves.png")   # saved, and returned
+    fig = learning_curves(histories)                                       # returned only (notebooks)
+
+No pyplot and no backend switch: a figure renders through its own Agg canvas when saved, so importing
+this module or drawing with it leaves matplotlib's global backend (a notebook's inline one) untouched,
+and no figure is left registered with pyplot.
+"""
 from __future__ import annotations
 
 import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from videoseq.io.atomic import atomic_write_bytes
 
-from videoseq.io.atomic import atomic_write_bytes  # noqa: E402
+DPI = 110                          # of the saved PNGs
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig: Figure, path: str | Path, *, dpi: float | None = DPI) -> Path:
+    """Write `fig` as a PNG to `path`, atomically (a tight bounding box); return the path."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")   # Agg canvas for this call only
+    return atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def _colours(names: Sequence[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
+    cmap = colormaps["tab10"]
     return {name: cmap(i % 10) for i, name in enumerate(names)}
 
 
-def learning_curves(histories: Mapping[str, Sequence[Sequence[dict]]], path: str | Path) -> Path:
-    """Training/validation loss and validation accuracy per epoch; all heads on one figure.
+def learning_curves(histories: Mapping[str, Sequence[Sequence[dict]]],
+                    path: str | Path | None = None) -> Figure:
+    """Training/validation loss and validation accuracy per epoch, all heads on one figure; saved to
+    `path` as a PNG when given. Returns the figure.
 
     histories: head -> one list of epoch rows per seed (rows as in `FitResult.history`).
     """
     colours = _colours(list(histories))
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for head, seeds in histories.items():
         for k, rows in enumerate(seeds):
             epochs = [r["epoch"] for r in rows]
@@ -46,16 +57,24 @@ def learning_curves(histories: Mapping[str, Sequence[Sequence[dict]]], path: str
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    if path is not None:
+        save_png(fig, path)
+    return fig
 
 
-def confusion_matrices(confusions: Mapping[str, np.ndarray], classes: Sequence[str], path: str | Path) -> Path:
-    """Row-normalised test confusion matrices side by side, counts written in the cells."""
+def confusion_matrices(confusions: Mapping[str, np.ndarray], classes: Sequence[str],
+                       path: str | Path | None = None) -> Figure:
+    """Row-normalised test confusion matrices side by side, counts written in the cells; saved to
+    `path` as a PNG when given. Returns the figure.
+
+    confusions: head -> (C, C) counts, rows true classes, columns predicted ones.
+    """
     n = len(confusions)
     side = max(3.2, 0.45 * len(classes) + 1.8)
-    fig, axes = plt.subplots(1, n, figsize=(side * n, side), squeeze=False)
+    fig = Figure(figsize=(side * n, side), layout="constrained")   # long class names never overlap
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, (head, cm) in zip(axes[0], confusions.items()):
-        cm = np.asarray(cm)
+        cm = np.asarray(cm)                                    # (C, C) counts
         rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
         ticks = np.arange(len(classes))
@@ -67,19 +86,59 @@ def confusion_matrices(confusions: Mapping[str, np.ndarray], classes: Sequence[s
                 for j in ticks:
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if rates[i, j] > 0.5 else "black")
-    return _save(fig, Path(path))
+    if path is not None:
+        save_png(fig, path)
+    return fig
 
 
-def accuracy_over_frames(curves: Mapping[str, np.ndarray], path: str | Path, *, chance: float) -> Path:
-    """Test accuracy of each head's belief after it has seen 1..T frames."""
+def accuracy_over_frames(curves: Mapping[str, np.ndarray], path: str | Path | None = None, *,
+                         chance: float) -> Figure:
+    """Test accuracy of each head's belief after it has seen 1..T frames; saved to `path` as a PNG
+    when given. Returns the figure.
+
+    curves: head -> (T,) accuracies in [0, 1].
+    """
     colours = _colours(list(curves))
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     for head, curve in curves.items():
-        curve = np.asarray(curve)
+        curve = np.asarray(curve)                              # (T,)
         ax.plot(np.arange(1, len(curve) + 1), 100 * curve, "o-", ms=3, color=colours[head], label=head)
     ax.axhline(100 * chance, color="grey", ls=":", lw=1, label="chance")
     ax.set(xlabel="frames seen", ylabel="test accuracy (%)", ylim=(0, 102),
            title="Accuracy as the model sees more frames")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    if path is not None:
+        save_png(fig, path)
+    return fig
+
+
+def coverage_curves(curves: Mapping[str, Sequence[Mapping[str, float | None]]],
+                    path: str | Path | None = None) -> Figure:
+    """Test accuracy on the videos a head still labels against the share it labels (coverage), one
+    point per `--min-score` threshold (written beside it); saved to `path` as a PNG when given.
+    Returns the figure.
+
+    curves: head -> rows {"min_score", "coverage", "accuracy"} as in metrics.json's "coverage"
+    (accuracy None where no video is covered: no point).
+    """
+    colours = _colours(list(curves))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    for head, rows in curves.items():
+        pts = [(100 * r["coverage"], 100 * r["accuracy"], r["min_score"]) for r in rows
+               if r["accuracy"] is not None]
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, color=colours[head], label=head)
+        for x, y, p in pts:
+            ax.annotate(f"{p:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                        color=colours[head])
+    ax.set(xlabel="coverage: test videos labelled (%)", ylabel="accuracy on them (%)",
+           xlim=(-2, 107), ylim=(0, 106), title="Abstaining below a min score (points: min score)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if path is not None:
+        save_png(fig, path)
+    return fig

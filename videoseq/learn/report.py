@@ -1,11 +1,13 @@
 """The run directory of a compare: metrics.json (docs/design.md schema), report.md, plots/, models/.
 
 `summarise` turns the trained runs into the metrics dict; `write_run` writes everything, with
-metrics.json last, so its presence means the run is complete.
+metrics.json last, so its presence means the run is complete. `compare_heads` has it write into a
+staging folder that is then swapped into RUN_DIR whole (learn/compare.py).
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,10 +61,20 @@ def _head_metrics(runs: list["HeadRun"], classes: list[str]) -> dict:
         "best_epoch_per_seed": [r.fit.best_epoch for r in runs],
         "accuracy_over_frames": np.mean(curves, axis=0).tolist(),
         "bundle": f"models/{runs[0].head}",
+        "coverage": _coverage(runs),
     }
     if c > 2:
         out["top2_accuracy"] = float(np.mean(top2))
     return out
+
+
+def _coverage(runs: list["HeadRun"]) -> list[dict]:
+    """metrics.json "coverage": abstaining below each min score, on the test predictions of every seed
+    pooled (S x N videos; at min score 0 the accuracy is the mean over seeds, `accuracy`)."""
+    y = np.concatenate([r.test.labels for r in runs])                        # (S * N,)
+    probs = np.concatenate([M.softmax(r.test.logits) for r in runs])         # (S * N, C)
+    return [{"min_score": p, "coverage": c, "accuracy": None if math.isnan(a) else a}
+            for p, c, a in M.coverage_curve(y, probs)]
 
 
 def summarise(data: "Data", runs: dict[str, list["HeadRun"]], config: Config, *, seconds: float) -> dict:
@@ -112,16 +124,16 @@ def write_plots(out: Path, runs: dict[str, list["HeadRun"]], metrics: dict) -> d
     from videoseq.learn import plots
 
     classes = metrics["dataset"]["classes"]
-    files = {
-        "learning_curves": plots.learning_curves({h: [r.fit.history for r in rs] for h, rs in runs.items()},
-                                                 out / "plots" / "learning_curves.png"),
-        "confusion": plots.confusion_matrices({h: m["confusion"] for h, m in metrics["models"].items()},
-                                              classes, out / "plots" / "confusion.png"),
-        "frames_seen": plots.accuracy_over_frames(
-            {h: m["accuracy_over_frames"] for h, m in metrics["models"].items()},
-            out / "plots" / "accuracy_over_frames.png", chance=1 / len(classes)),
-    }
-    return {k: str(Path(v).relative_to(out)) for k, v in files.items()}
+    files = {"learning_curves": "plots/learning_curves.png", "confusion": "plots/confusion.png",
+             "frames_seen": "plots/accuracy_over_frames.png", "coverage": "plots/coverage.png"}
+    plots.learning_curves({h: [r.fit.history for r in rs] for h, rs in runs.items()},
+                          out / files["learning_curves"])
+    plots.confusion_matrices({h: m["confusion"] for h, m in metrics["models"].items()}, classes,
+                             out / files["confusion"])
+    plots.accuracy_over_frames({h: m["accuracy_over_frames"] for h, m in metrics["models"].items()},
+                               out / files["frames_seen"], chance=1 / len(classes))
+    plots.coverage_curves({h: m["coverage"] for h, m in metrics["models"].items()}, out / files["coverage"])
+    return files
 
 
 def verdicts(metrics: dict) -> list[str]:
@@ -151,6 +163,23 @@ def table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def coverage_table(metrics: dict) -> str:
+    """The markdown accuracy/coverage table of abstaining below each min score, a column pair per head
+    ("" for metrics without "coverage")."""
+    models = {h: m["coverage"] for h, m in metrics["models"].items() if m.get("coverage")}
+    if not models:
+        return ""
+    rows = ["| min score | " + " | ".join(f"{h}: labelled | {h}: accuracy" for h in models) + " |",
+            "|---:|" + "---:|---:|" * len(models)]
+    for i, first in enumerate(next(iter(models.values()))):
+        cells = []
+        for curve in models.values():
+            c, a = curve[i]["coverage"], curve[i]["accuracy"]
+            cells.append(f"{100 * c:.1f}% | " + ("–" if a is None else f"{100 * a:.1f}%"))
+        rows.append(f"| {first['min_score']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def render_markdown(metrics: dict, plot_files: dict[str, str]) -> str:
     """report.md of a run: the verdict, the metrics table, the comparisons and the plots."""
     ds = metrics["dataset"]
@@ -172,9 +201,18 @@ def render_markdown(metrics: dict, plot_files: dict[str, str]) -> str:
             lines.append(f"| {c['a']} | {c['b']} | {100 * c['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
                          f"| {c['mcnemar_p']:.3g} |")
         lines.append("")
+    coverage = coverage_table(metrics)
+    if coverage:
+        lines += ["## Abstaining: accuracy against coverage", "",
+                  "With `videoseq classify --min-score P` (or `model.predict(video, min_score=P)`) a video "
+                  "whose top probability is below P is reported as `unknown`, its scores still given. "
+                  "Labelled: the share of test videos that keep a label; accuracy: on those (test "
+                  "predictions of all seeds pooled; – where none is labelled).", "", coverage, ""]
     lines += ["## Plots", "", f"![learning curves]({plot_files['learning_curves']})", "",
               f"![accuracy over frames seen]({plot_files['frames_seen']})", "",
               f"![confusion matrices]({plot_files['confusion']})", ""]
+    if "coverage" in plot_files:
+        lines += [f"![accuracy against coverage]({plot_files['coverage']})", ""]
     if ds["skipped"]:
         lines += [f"## Skipped files ({len(ds['skipped'])})", ""]
         lines += [f"- `{s['path']}`: {s['reason']}" for s in ds["skipped"]]
