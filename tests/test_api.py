@@ -16,6 +16,7 @@ import torch
 
 import media
 from test_bundle import CLASSES, make_bundle, tiny_config
+from test_classify import run_dir  # noqa: F401  (fixture: models/per_frame and models/lstm bundles)
 
 import videoseq
 from videoseq.config import config_from_dict
@@ -40,15 +41,6 @@ VIDEOS = {
 def videos(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("videos")
     return {name: make(d / name) for name, make in VIDEOS.items()}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A run folder as compare leaves it for classify: models/<head>/ bundles, each with metrics.json."""
-    run = tmp_path_factory.mktemp("run")
-    make_bundle(run / "models" / "per_frame", head="per_frame", seed=1, val_accuracy=0.4)
-    make_bundle(run / "models" / "lstm", head="lstm", seed=2, val_accuracy=0.7)
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -74,17 +74,22 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_kill_gives_the_same_result(tmp_path):
-    cfg = replace(CFG, epochs=6)
+def _killed_run(cfg, ckpt, *, after: int):
+    """(the uninterrupted run's result, the checkpoint of a run killed after epoch `after`)."""
     _, full = _fit("lstm", cfg)
 
-    def kill_after_3(row):
-        if row["epoch"] == 3:
+    def kill(row):
+        if row["epoch"] == after:
             raise Killed()
 
-    ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(Killed):
-        _fit("lstm", cfg, checkpoint=ckpt, on_epoch=kill_after_3)
+        _fit("lstm", cfg, checkpoint=ckpt, on_epoch=kill)
+    return full, ckpt
+
+
+def test_resume_after_kill_gives_the_same_result(tmp_path):
+    cfg = replace(CFG, epochs=6)
+    full, ckpt = _killed_run(cfg, tmp_path / "ckpt.pt", after=3)
     assert ckpt.is_file()
     seen = []
     _, resumed = _fit("lstm", cfg, checkpoint=ckpt, on_epoch=lambda r: seen.append(r["epoch"]))
@@ -126,15 +131,7 @@ def _bad_loop_state(ckpt) -> None:
                          ids=["truncated", "not-a-dict", "wrong-optimizer", "bad-loop-state"])
 def test_an_unusable_checkpoint_is_ignored_and_the_run_starts_over(tmp_path, caplog, damage):
     cfg = replace(CFG, epochs=4)
-    _, full = _fit("lstm", cfg)
-
-    def kill_after_2(row):
-        if row["epoch"] == 2:
-            raise Killed()
-
-    ckpt = tmp_path / "ckpt.pt"
-    with pytest.raises(Killed):
-        _fit("lstm", cfg, checkpoint=ckpt, on_epoch=kill_after_2)
+    full, ckpt = _killed_run(cfg, tmp_path / "ckpt.pt", after=2)
     damage(ckpt)
     seen = []
     with caplog.at_level("WARNING", logger="videoseq.learn.train"):
