@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from videoseq.config import INFERENCE_BATCH_SIZE
-from videoseq.infer.predict import THUMB, Prediction, Sampling, inference_threads, predict_clips
+from videoseq.infer.predict import (Prediction, Sampling, inference_threads, predict_clips, prediction_of,
+                                    thumbnails_of)
 from videoseq.io.video import Clip, VideoInfo, resize_crop, sample_indices
 from videoseq.runtime import torch_threads
 
@@ -107,15 +108,5 @@ def predict_frames(bundle: "Bundle", frames: Any, *, batch_size: int = INFERENCE
     # the thread count classify_paths' inference workers use: it can change a result's last bits
     with torch_threads(min(torch.get_num_threads(), inference_threads(workers))):
         probs, steps = predict_clips(bundle, [clip], batch_size=batch_size)   # (1, C), (1, T, C)
-    best = int(np.argmax(probs[0]))
-    return Prediction(path=name, label=bundle.classes[best], score=float(probs[0, best]),
-                      probs={c: float(p) for c, p in zip(bundle.classes, probs[0])}, head=bundle.head,
-                      frames=int(clip.mask.sum()), seconds=time.perf_counter() - started, steps=steps[0],
-                      indices=clip.indices, thumbnails=_thumbnails(clip.frames) if thumbnails else None)
-
-
-def _thumbnails(frames: np.ndarray) -> np.ndarray:
-    """(T, S, S, 3) -> (T, THUMB, THUMB, 3) uint8, as classify_paths makes them for timelines."""
-    import cv2
-
-    return np.stack([cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for f in frames])
+    return prediction_of(name, bundle.classes, bundle.head, probs[0], steps[0], clip,
+                         time.perf_counter() - started, thumbnails_of(clip.frames) if thumbnails else None)

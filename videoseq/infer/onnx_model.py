@@ -35,7 +35,7 @@ from videoseq import __version__
 from videoseq.config import INFERENCE_BATCH_SIZE, JOB_TIMEOUT
 from videoseq.errors import VideoseqError
 from videoseq.infer.clips import Sampling, iter_clips
-from videoseq.infer.predict import THUMB, FailedInput, Prediction, Result, prefetch_depth
+from videoseq.infer.predict import FailedInput, Result, prediction_of, prefetch_depth, thumbnails_of
 
 FORMAT = "videoseq-export"
 FORMAT_VERSION = 1
@@ -185,13 +185,8 @@ def _predict_batch(items: list[tuple[str, Any, float]], model: OnnxModel, thumbn
             out.append(FailedInput(path, clip))
             continue
         done = timed.pop(0)
-        best = int(np.argmax(done.probs))
-        out.append(Prediction(path=path, label=model.classes[best], score=float(done.probs[best]),
-                              probs={c: float(p) for c, p in zip(model.classes, done.probs)},
-                              head=model.head, frames=int(np.asarray(clip.mask).sum()),
-                              seconds=float(decode_s + done.seconds), steps=done.steps,
-                              indices=np.asarray(clip.indices),
-                              thumbnails=_thumbnails(clip.frames) if thumbnails else None))
+        out.append(prediction_of(path, model.classes, model.head, done.probs, done.steps, clip,
+                                 decode_s + done.seconds, thumbnails_of(clip.frames) if thumbnails else None))
     return out
 
 
@@ -207,9 +202,3 @@ def _check_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
         raise ValueError("mask must mark a non-empty prefix of each row (valid steps first)")
     return mask
 
-
-def _thumbnails(frames: np.ndarray) -> np.ndarray:
-    """(T, S, S, 3) -> (T, THUMB, THUMB, 3) uint8, as infer.predict makes them for timelines."""
-    import cv2
-
-    return np.stack([cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for f in frames])

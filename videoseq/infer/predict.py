@@ -302,23 +302,27 @@ def _predict_batch(batch: list[tuple[str, "Clip", float]], pending: list[tuple[i
     results: list[list[Result]] = []
     for i, (path, clip, decode_s) in enumerate(batch):
         results += [[FailedInput(failed_path, reason)] * len(bundles) for failed_path, reason in failures[i]]
-        thumbs = _thumbnails(clip.frames) if thumbnails else None
-        results.append([_prediction(path, bundle, probs[i], steps[i], clip, decode_s + infer_s, thumbs)
+        thumbs = thumbnails_of(clip.frames) if thumbnails else None
+        results.append([prediction_of(path, bundle.classes, bundle.head, probs[i], steps[i], clip,
+                                      decode_s + infer_s, thumbs)
                         for bundle, (probs, steps, infer_s) in zip(bundles, per_bundle)])
     results += [[FailedInput(failed_path, reason)] * len(bundles) for failed_path, reason in failures[len(batch)]]
     return results
 
 
-def _prediction(path: str, bundle: "Bundle", probs: np.ndarray, steps: np.ndarray, clip: "Clip",
-                seconds: float, thumbs: np.ndarray | None) -> Prediction:
+def prediction_of(path: str, classes: list[str], head: str, probs: np.ndarray, steps: np.ndarray,
+                  clip: "Clip", seconds: float, thumbs: np.ndarray | None) -> Prediction:
+    """The `Prediction` of one clip from a model's probabilities (C,) and per-step beliefs (T, C); every
+    runtime (PyTorch files or frames, ONNX Runtime) builds its results here."""
     best = int(np.argmax(probs))
-    return Prediction(path=path, label=bundle.classes[best], score=float(probs[best]),
-                      probs={c: float(p) for c, p in zip(bundle.classes, probs)}, head=bundle.head,
+    return Prediction(path=path, label=classes[best], score=float(probs[best]),
+                      probs={c: float(p) for c, p in zip(classes, probs)}, head=head,
                       frames=int(np.asarray(clip.mask).sum()), seconds=float(seconds), steps=steps,
                       indices=np.asarray(clip.indices), thumbnails=thumbs)
 
 
-def _thumbnails(frames: np.ndarray) -> np.ndarray:
+def thumbnails_of(frames: np.ndarray) -> np.ndarray:
+    """(T, S, S, 3) -> (T, THUMB, THUMB, 3) uint8: the frames a timeline draws."""
     import cv2
 
     return np.stack([cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for f in frames])
