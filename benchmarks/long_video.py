@@ -76,7 +76,8 @@ def timed(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, 
 
 
 def peak_of(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """`timed` in a fresh helper process, so the max RSS is this command's alone."""
+    """`timed` in a fresh, small helper process: a child forked from this process (torch loaded)
+    would start its max RSS at this process's size, so the figure would not be the command's alone."""
     code = ("import json,sys;sys.path.insert(0,%r);from benchmarks.long_video import timed;"
             "print(json.dumps(timed(json.loads(sys.argv[1]))))" % str(ROOT))
     out = subprocess.run([sys.executable, "-c", code, json.dumps(cmd)], capture_output=True, text=True,
