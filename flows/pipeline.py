@@ -27,6 +27,7 @@ from prefect.futures import as_completed
 from tqdm import tqdm
 
 from flows.runners import build_task_runner
+from videoseq.commands.common import check_config
 from videoseq.config import Config, SamplingConfig, config_digest, config_from_dict, load_config
 from videoseq.errors import VideoseqError
 from videoseq.io.atomic import work_dir
@@ -225,15 +226,17 @@ def publish(run_dir: str, metrics_path: str) -> dict[str, Any]:
 def pipeline(root: str, run_dir: str, config: str | None = None,
              overrides: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Scan ROOT, extract frames (cached per video), compare the heads, publish the report in RUN_DIR.
-    `progress`: stage lines and progress bars on stderr too (for a terminal)."""
-    logger = get_run_logger()
+    `progress`: stage lines and progress bars on stderr too (for a terminal). The whole config is
+    checked first (`ConfigError` naming the key, the value and the choices), before any task."""
     cfg: Config = load_config(config, overrides=list(overrides or []))
+    check_config(cfg)                            # every value, before any task runs
+    runner = build_task_runner(cfg.runtime)      # runtime.task_runner: a name of flows.runners.TASK_RUNNERS
+    logger = get_run_logger()
     raw = cfg.to_dict()
     out = Path(run_dir).resolve()
     # the scan's index lives in the run's work folder: RUN_DIR itself is only ever replaced whole, by compare
     index_path = scan(str(Path(root).resolve()), raw, str(work_dir(out)), progress)
     plan = plan_extraction(index_path, raw)
-    runner = build_task_runner(cfg.runtime)
     frames = extract_videos.with_options(task_runner=runner)(
         plan["paths"], plan["views"], raw["sampling"], plan["size"], plan["cache_root"], plan["min_frames"],
         progress)

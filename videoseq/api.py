@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from videoseq.commands.common import check_config
 from videoseq.config import INFERENCE_BATCH_SIZE, Config, config_from_dict
 from videoseq.config import load_config as _read_config
 from videoseq.errors import ConfigError, VideoReadError
@@ -190,12 +191,15 @@ def load(path: str | os.PathLike, *, head: str | None = None, device: str = "aut
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Config:
     """The defaults, then the YAML file at `path` (if any; a name of `configs/` also finds the shipped
-    one), then `section__key=value` overrides, validated. `ConfigError` on an unknown key or bad value.
+    one), then `section__key=value` overrides, every value checked (`commands.common.check_config`).
+    `ConfigError` on an unknown key or a bad value, naming the key, the value and the choices.
 
         config = videoseq.load_config("configs/demo.yaml", train__epochs=5)
         print(config.train.epochs, config.compare.heads)
     """
-    return _with_overrides(_read_config(path), overrides)
+    config = _with_overrides(_read_config(path), overrides)
+    check_config(config)
+    return config
 
 
 def scan(root: str | os.PathLike, config: Config | str | os.PathLike | None = None,
@@ -232,12 +236,16 @@ def compare(root: str | os.PathLike, out: str | os.PathLike, config: Config | st
 # --- internals -----------------------------------------------------------------------------------
 
 def _config(config: Config | str | os.PathLike | None, overrides: dict[str, Any]) -> Config:
-    """A Config from a Config, a YAML path or None (the defaults), with `section__key` overrides."""
+    """A Config from a Config, a YAML path or None (the defaults), with `section__key` overrides,
+    every value checked before any work (`commands.common.check_config`)."""
     if isinstance(config, Config):
-        return _with_overrides(config, overrides)
-    if config is None or isinstance(config, (str, os.PathLike)):
-        return _with_overrides(_read_config(config), overrides)
-    raise ConfigError(f"config: expected a Config, a YAML path or None, got {type(config).__name__}")
+        config = _with_overrides(config, overrides)
+    elif config is None or isinstance(config, (str, os.PathLike)):
+        config = _with_overrides(_read_config(config), overrides)
+    else:
+        raise ConfigError(f"config: expected a Config, a YAML path or None, got {type(config).__name__}")
+    check_config(config)
+    return config
 
 
 def _with_overrides(config: Config, overrides: dict[str, Any]) -> Config:

@@ -16,11 +16,8 @@ seeded by (digest, k), so every view is reproducible.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import stat
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -30,33 +27,21 @@ import numpy as np
 from videoseq.io.atomic import atomic_save_npz
 from videoseq.config import JOB_TIMEOUT, SamplingConfig
 from videoseq.data.dataset import length_status
+from videoseq.data.fingerprints import fingerprint
 from videoseq.errors import OutputError, VideoReadError
 from videoseq.io.pool import JobCrash, JobTimeout, run_jobs
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1                              # bump when the entry layout changes: old entries become misses
-_CHUNK = 1 << 20
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (abs path, size, mtime_ns) -> digest, per process
 
 
 def file_digest(path: str | Path) -> str:
-    """blake2b (128 bit, hex) of the file's bytes; memoised per (path, size, mtime_ns) in this process.
-    A path that is not a regular file (a FIFO, a device, a folder) is a `VideoReadError` "not a file",
-    never opened (opening a FIFO would wait for a writer)."""
-    p = os.path.abspath(path)
-    st = os.stat(p)
-    if not stat.S_ISREG(st.st_mode):
-        raise VideoReadError(path, "not a file")
-    key = (p, st.st_size, st.st_mtime_ns)
-    digest = _DIGESTS.get(key)
-    if digest is None:
-        h = hashlib.blake2b(digest_size=16)
-        with open(p, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        digest = _DIGESTS[key] = h.hexdigest()
-    return digest
+    """blake2b (128 bit, hex) of the file's bytes, hashed once and remembered across processes in the
+    fingerprint store (`data.fingerprints`), keyed by (path, size, mtime_ns, inode, ctime_ns). A path
+    that is not a regular file (a FIFO, a device, a folder) is a `VideoReadError` "not a file", never
+    opened (opening a FIFO would wait for a writer)."""
+    return fingerprint(path)
 
 
 class FrameCache:
