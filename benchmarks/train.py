@@ -33,7 +33,7 @@ from videoseq.models.encoders import build_encoder  # noqa: E402
 from videoseq.data.features import FeatureStore  # noqa: E402
 from videoseq.models.heads import build_head  # noqa: E402
 from videoseq.models.classifier import build_model, feature_dims  # noqa: E402
-from videoseq.models.motion import build_motion  # noqa: E402
+from videoseq.models.streams import build_motion  # noqa: E402
 from videoseq.synthetic.generate import generate_dataset  # noqa: E402
 from videoseq.learn.train import make_optimizer, train_one_epoch, warmup_cosine  # noqa: E402
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.encoder=small_cnn", "model.weights=null", "model.pooling=grid2", "model.hidden=32",
         "sampling.frames=6", "sampling.size=32", "model.input_size=32", "sampling.train_views=2", "train.mode=frozen",
         "train.epochs=3", "train.batch_size=8", "train.patience=3", "runtime.workers=0",
-        "runtime.progress=false", "compare.bootstrap=200"]
+        "runtime.progress=false", "compare.bootstrap=200",
+        "runtime.engine=torch"]   # the encoder runs as a module, so EncoderCounter's hook sees every frame
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,18 @@ def test_onnx_gives_pytorchs_probabilities_and_steps_for_every_head(bundles, tmp
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "steps"]
 
 
+@pytest.mark.parametrize("motion", ["photometric", "speed", "rgbdiff", "blockmatch+photometric+speed+rgbdiff"])
+def test_onnx_gives_pytorchs_numbers_with_every_temporal_stream(bundles, tmp_path, motion) -> None:
+    """Each temporal stream, and all of them together (the image stream read by the head's CNN),
+    traced into the graph: ONNX Runtime gives PyTorch's probabilities and steps."""
+    bundle = bundles("lstm", motion=motion)
+    out = export_bundle(bundle, tmp_path / "model.onnx")
+    frames, mask = clips_batch(seed=3)
+    expected = pytorch_reference(bundle, frames, mask)
+    assert max_diff(OnnxModel(out).predict_clips(frames, mask), expected) < TOL
+    assert read_export_meta(out)["motion"] == motion
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("head", list_heads())
 def test_torchscript_gives_pytorchs_probabilities_and_steps(bundles, tmp_path, head) -> None:

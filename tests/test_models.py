@@ -12,7 +12,7 @@ from videoseq.config import ModelConfig
 from videoseq.models.encoders import build_encoder
 from videoseq.models.heads import build_head, list_heads
 from videoseq.models.classifier import VideoClassifier, build_model
-from videoseq.models.motion import build_motion
+from videoseq.models.streams import build_motion
 from videoseq.models.transforms import frames_to_tensor
 from videoseq.io.video import read_frames
 

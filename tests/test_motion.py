@@ -11,7 +11,8 @@ import torch
 
 from media import ffmpeg_exe
 from videoseq.models.encoders import IMAGENET_MEAN, IMAGENET_STD
-from videoseq.models.motion import BlockMatchMotion, build_motion, list_motions
+from videoseq.models.motion import BlockMatchMotion
+from videoseq.models.streams import build_motion, list_motions
 from videoseq.registry import UnknownNameError
 from videoseq.models.transforms import frames_to_tensor
 from videoseq.io.video import read_frames
@@ -141,9 +142,9 @@ def test_each_clip_and_each_step_stands_alone(videos):
 
 
 def test_registry_and_errors():
-    assert list_motions() == ["none", "blockmatch"]
+    assert list_motions() == ["none", "blockmatch", "photometric", "rgbdiff", "speed"]
     assert build_motion("none") is None and build_motion(None) is None
-    with pytest.raises(UnknownNameError, match="unknown motion 'flow'; choose from blockmatch"):
+    with pytest.raises(UnknownNameError, match="unknown motion 'flow'; choose from blockmatch, photometric, rgbdiff, speed"):
         build_motion("flow")
     with pytest.raises(ValueError, match="bad geometry"):
         BlockMatchMotion(scales=(2,), grid=4)

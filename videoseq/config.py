@@ -4,11 +4,17 @@
 
 Every default carries a comment saying why it is what it is. Sections:
 data (what goes in), sampling (which frames), model (encoder + head), train, compare, runtime.
+
+Loading checks every value's type, and `check_values` every enumeration and range (a one-line
+`ConfigError` naming the key, the value and what the key accepts). Names that registries above this
+layer own (model.encoder, model.motion, compare.heads; runtime.task_runner in flows/) are checked by
+`videoseq.commands.common.check_config`, which every entry point calls before any work.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +35,11 @@ INFERENCE_BATCH_SIZE = 4
 # while a long video decoded whole on a slow machine must still finish
 JOB_TIMEOUT = 600.0
 MAX_CONFIG_BYTES = 1 << 20       # a config file larger than this is refused (configs are a few KiB)
+TRAIN_MODES = ("frozen", "finetune")
+SHORT_POLICIES = ("repeat", "mask")
+POOLINGS = ("avg", *(f"grid{k}" for k in range(1, 9)))   # models.encoders.parse_pooling
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")        # runtime.resolve_device
+ENGINES = ("auto", "torch", "onnx")                       # models.engines.build_engine
 
 
 @dataclass
@@ -60,12 +71,13 @@ class ModelConfig:
     encoder: str = "efficientnet_lite0"  # ImageNet features transfer to real footage; "small_cnn" for synthetic tasks
     weights: str | None = "DEFAULT"      # None (random init) | "DEFAULT" (the encoder's pretrained weights) | a local path
     pooling: str = "grid2"               # "avg" or "gridK" (KxK cells): motion direction is invisible after global avg
-    motion: str = "blockmatch"           # "blockmatch": temporal heads also read how the picture moved between frames; "none"
+    motion: str = "blockmatch+photometric+speed"           # "blockmatch": temporal heads also read how the picture moved between frames; "none"
     input_size: int | None = None        # side frames are resized to for the encoder; None = the encoder's own (224 for Lite0)
     hidden: int = 128                    # width of every head's hidden layer / recurrent state
     layers: int = 1                      # recurrent or conv layers in the head
     dropout: float = 0.3                 # on head inputs and between layers; a few hundred clips overfit easily
     stream_dropout: float = 0.7          # with motion: share of training clips a temporal head sees without appearance
+    stream_norm: bool = False            # LayerNorm after the temporal streams' projection (it erases how large a change is)
     bidirectional: bool = False          # a causal head can also give a belief after each frame
 
 
@@ -74,11 +86,11 @@ class TrainConfig:
     """The `train` section: frozen or end-to-end training, optimiser, early stopping and seeds."""
 
     mode: str = "frozen"             # "frozen": features once, heads on the cache; "finetune": encoder + head end to end
-    epochs: int = 40                 # upper bound; early stopping usually ends sooner
+    epochs: int = 100                # upper bound; early stopping usually ends sooner
     batch_size: int = 32
     lr: float = 1e-3                 # AdamW, cosine schedule with warm-up
     weight_decay: float = 1e-2
-    patience: int = 10               # epochs without validation improvement before stopping
+    patience: int = 30               # epochs without validation improvement before stopping
     seed: int = 0                    # first seed; --seeds N uses seed, seed+1, ...
     seeds: int = 1                   # repeats of every head with different seeds, for mean and spread
     finetune_lr_scale: float = 0.1   # encoder learning rate = lr * this in finetune mode
@@ -99,6 +111,7 @@ class RuntimeConfig:
     workers: int = 2                 # decode worker processes (extraction is CPU bound)
     cache_dir: str | None = None     # frames/features cache; None = $VIDEOSEQ_CACHE or ~/.cache/videoseq
     device: str = "auto"             # "auto" (cuda if available), "cpu", "cuda"
+    engine: str = "auto"             # frozen-feature encoding: "auto" (ONNX Runtime on a CPU when installed), "torch", "onnx"
     progress: bool = True            # progress bars on long work
     task_runner: str = "threads"     # flows: "threads" (bounded pool) or "dask"
     max_workers: int = 2             # flows: bound on concurrently running tasks
@@ -107,9 +120,7 @@ class RuntimeConfig:
     #                                          video reported ("timed out after N s"); 0 or null: no limit
 
     def __post_init__(self) -> None:
-        if self.job_timeout is not None and not self.job_timeout >= 0:
-            raise ConfigError(f"runtime.job_timeout: expected seconds >= 0 (0 or null: no limit), "
-                              f"got {self.job_timeout!r}")
+        _check_job_timeout(self.job_timeout)
 
     @property
     def timeout(self) -> float | None:
@@ -182,8 +193,86 @@ def _first_line(e: BaseException) -> str:
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """A `Config` from nested dicts (as YAML loads them), missing keys at their defaults.
 
-    Raises `ConfigError` on an unknown key or a value of the wrong type."""
-    return _build(Config, raw, "")
+    Raises `ConfigError` on an unknown key, a value of the wrong type, or one outside its enumeration
+    or range (`check_values`)."""
+    config = _build(Config, raw, "")
+    check_values(config)
+    return config
+
+
+def check_values(config: Config) -> None:
+    """`ConfigError`, one line naming the key, the value and what it accepts, for the first value of
+    `config` outside its enumeration or range. Registry names are not checked here (see the module
+    docstring)."""
+    d, s, m, t, c, r = config.data, config.sampling, config.model, config.train, config.compare, config.runtime
+    if not d.extensions:
+        raise ConfigError("data.extensions: expected at least one extension, e.g. [.mp4]")
+    for ext in d.extensions:
+        if not re.fullmatch(r"\.?[^./\\\s]+", ext):
+            raise ConfigError(f"data.extensions: {ext!r} is not a file extension (e.g. .mp4)")
+    if d.group_regex is not None:
+        try:
+            re.compile(d.group_regex)
+        except re.error as e:
+            raise ConfigError(f"data.group_regex: {d.group_regex!r} is not a valid regular expression ({e})") from None
+    _in_range("data.val_fraction", d.val_fraction, low=0.0, below=1.0)
+    _in_range("data.test_fraction", d.test_fraction, low=0.0, below=1.0)
+    if d.val_fraction + d.test_fraction >= 1.0:
+        raise ConfigError(f"data.val_fraction + data.test_fraction: {d.val_fraction} + {d.test_fraction} "
+                          f"leaves nothing for train; expected a sum below 1")
+    _in_range("data.min_frames", d.min_frames, low=1)
+    _in_range("sampling.frames", s.frames, low=1)
+    _in_range("sampling.size", s.size, low=1)
+    _one_of("sampling.short", s.short, SHORT_POLICIES)
+    _in_range("sampling.train_views", s.train_views, low=1)
+    _one_of("model.pooling", m.pooling, POOLINGS)
+    _in_range("model.input_size", m.input_size, low=1)
+    _in_range("model.hidden", m.hidden, low=1)
+    _in_range("model.layers", m.layers, low=1)
+    _in_range("model.dropout", m.dropout, low=0.0, below=1.0)
+    _in_range("model.stream_dropout", m.stream_dropout, low=0.0, high=1.0)
+    _one_of("train.mode", t.mode, TRAIN_MODES)
+    for key in ("epochs", "batch_size", "seeds"):
+        _in_range(f"train.{key}", getattr(t, key), low=1)
+    for key in ("patience", "seed"):
+        _in_range(f"train.{key}", getattr(t, key), low=0)
+    _in_range("train.weight_decay", t.weight_decay, low=0.0)
+    _in_range("train.finetune_lr_scale", t.finetune_lr_scale, low=0.0)
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr: expected a number > 0, got {t.lr!r}")
+    if not c.heads:
+        raise ConfigError("compare.heads: expected at least one head, the baseline first")
+    twice = sorted({h for h in c.heads if c.heads.count(h) > 1})
+    if twice:
+        raise ConfigError(f"compare.heads: {twice[0]!r} is listed twice")
+    _in_range("compare.bootstrap", c.bootstrap, low=1)
+    _in_range("runtime.workers", r.workers, low=0)
+    _in_range("runtime.max_workers", r.max_workers, low=1)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", r.device):
+        raise ConfigError(f"runtime.device: {r.device!r} is not one of {', '.join(DEVICES)}")
+    if r.engine not in ENGINES:
+        raise ConfigError(f"runtime.engine: {r.engine!r} is not one of {', '.join(ENGINES)}")
+    _check_job_timeout(r.job_timeout)
+
+
+def _check_job_timeout(value: float | None) -> None:
+    if value is not None and not value >= 0:
+        raise ConfigError(f"runtime.job_timeout: expected seconds >= 0 (0 or null: no limit), got {value!r}")
+
+
+def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _in_range(key: str, value: float | None, *, low: float, high: float | None = None,
+              below: float | None = None) -> None:
+    """ConfigError unless low <= value (<= high) (< below); None (an optional value left out) passes."""
+    if value is None or (low <= value and (high is None or value <= high) and (below is None or value < below)):
+        return
+    kind = "an integer" if isinstance(value, int) else "a number"
+    upper = f" and <= {high:g}" if high is not None else f" and < {below:g}" if below is not None else ""
+    raise ConfigError(f"{key}: expected {kind} >= {low:g}{upper}, got {value!r}")
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

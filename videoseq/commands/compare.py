@@ -41,11 +41,11 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run `videoseq compare`: train the heads, print the table and verdicts (or metrics.json with
     `--json`); return 0. Bad input raises a `VideoseqError`, which `videoseq.cli` reports with exit 2."""
+    args.overrides = overrides_from_args(args) + list(args.overrides)
+    config = config_from_args(args)          # a bad config fails here, before torch is imported
     from videoseq.learn.compare import compare_heads
     from videoseq.learn.report import table, verdicts
 
-    args.overrides = overrides_from_args(args) + list(args.overrides)
-    config = config_from_args(args)
     metrics = compare_heads(args.root, args.out, config, progress=config.runtime.progress and not args.quiet)
     if args.json:
         print(json.dumps(metrics, indent=2))

@@ -65,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from videoseq.commands.run import keep_prefect_logs_to_prefect, prepare_prefect_environment, print_summary
 
     prepare_prefect_environment()
+    from videoseq.commands.common import check_config
     from videoseq.config import load_config
     from videoseq.synthetic.generate import generate_dataset
 
     t0 = time.perf_counter()
     config = Path(args.config) if args.config else default_config()
     cfg = load_config(config, overrides=args.overrides)      # fail fast, before generating anything
+    check_config(cfg)
     data = Path(args.data)
     print(f"[1/4] dataset: {DEMO_TASK} task in {data} (generated once, then reused)")
     generate_dataset(data, task=DEMO_TASK, videos_per_class=args.videos_per_class, frames=DEMO_FRAMES,

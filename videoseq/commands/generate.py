@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dest", metavar="DEST", help="folder to create (reused if it holds the same dataset)")
     p.add_argument("--task", required=True, metavar="NAME",
                    help="appearance, direction, order, zoom, fade, composite, "
-                        "real_scene, real_pan, real_zoom, real_fade")
+                        "real_scene, real_pan, real_zoom, real_fade, real_fade_partial, real_light, real_speed, "
+                        "real_cut, real_camspeed")
     p.add_argument("--videos-per-class", type=int, default=20, metavar="N",
                    help="videos per class, split 60/20/20 into train/val/test (default 20)")
     p.add_argument("--frames", type=_frames, default=(24, 40), metavar="MIN:MAX",

@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     """Run `videoseq run`: check the config, run the pipeline flow, print its summary; return 0.
     A bad config raises `ConfigError` before Prefect starts (exit 2 from `videoseq.cli`)."""
     prepare_prefect_environment()
-    from videoseq.config import load_config
+    from videoseq.commands.common import config_from_args
 
-    config = load_config(args.config, overrides=args.overrides)   # bad config: one line, before prefect starts
+    config = config_from_args(args)   # bad config: one line, before prefect starts
     from flows.pipeline import pipeline
 
     keep_prefect_logs_to_prefect()

@@ -25,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
     """Run `videoseq train`: train one head, save the bundle, print its accuracies (or the metrics as
     JSON with `--json`); return 0. An unknown head or other bad input raises a `VideoseqError`
     (exit 2 from `videoseq.cli`)."""
-    from videoseq.learn.compare import train_bundle
-    from videoseq.models.heads import list_heads
+    from videoseq.commands.common import registered_names
     from videoseq.errors import ConfigError
 
-    if args.head not in list_heads():
-        raise ConfigError(f"unknown head {args.head!r}; choose from {', '.join(list_heads())}")
-    config = config_from_args(args)
+    heads = registered_names("compare.heads")
+    if args.head not in heads:
+        raise ConfigError(f"unknown head {args.head!r}; choose from {', '.join(heads)}")
+    config = config_from_args(args)          # a bad config fails here, before torch is imported
+    from videoseq.learn.compare import train_bundle
     result = train_bundle(args.root, args.out, config, head=args.head,
                           progress=config.runtime.progress and not args.quiet)
     if args.json:

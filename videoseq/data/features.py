@@ -6,16 +6,15 @@
 
 An entry is keyed by (video content digest, sampling parameters, frame size, view) and by the
 encoder's identity: `encoder.cache_id()` plus a digest of its weights, so two randomly initialised
-encoders never share features. With a motion stream (motion.py) each entry holds the encoder's D
-features followed by the motion stream's M per step, computed from the same frames in the same pass,
-and the folder name says which stream it is. Entries are `.npz` files written atomically: a run
+encoders never share features. Each temporal stream (streams.py) has entries of its own, keyed the
+same way and by the encoder's input size and normalisation (the frames it reads); a split's features
+are the encoder's D followed by the streams' M per step. Entries are `.npz` files written atomically: a run
 killed while computing features leaves only whole entries, and a rerun encodes only what is missing.
 A full disk is an `OutputError` naming the entry (nothing partial is left), and an entry that does not
 load as (T, D) features with a (T,) mask is a miss, computed again.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import re
@@ -93,25 +92,44 @@ def fold_input_normalization(head: torch.nn.Module, mean: torch.Tensor, std: tor
 
 
 class FeatureStore:
-    """Per-clip `(T, D)` features of one encoder, stored under `root/<encoder identity>/`."""
+    """Per-clip `(T, D + M)` features: the encoder's D under `root/<encoder identity>/`, each temporal
+    stream's share of M under `root/<stream>-<input size>-<normalisation>/`, read back side by side.
+
+    Streams are cached apart from the encoder, so trying another set of streams (`model.motion`)
+    computes only the streams, never the encoder again."""
 
     def __init__(self, root: str | Path, encoder: torch.nn.Module, *, device: str | torch.device = "cpu",
-                 batch_frames: int | None = None, dtype: np.dtype = np.float32, motion: torch.nn.Module | None = None):
+                 batch_frames: int | None = None, dtype: np.dtype = np.float32, motion: torch.nn.Module | None = None,
+                 engine: str = "torch"):
+        from videoseq.models.engines import build_engine
+
         self.encoder = encoder
         self.motion = motion
         self.device = torch.device(device)
         self.batch_frames = batch_frames or encoder.frames_per_call(self.device)   # frames per call
         self.dtype = np.dtype(dtype)
-        stream = f"+{motion.cache_id()}" if motion is not None else ""
-        self.dir = Path(root) / f"{encoder_identity(encoder)}{stream}"
+        self.root = Path(root)
+        # the engine runs the encoder (models/engines.py); features of another engine ("ort") live apart
+        self.engine = build_engine(encoder, engine=engine, device=self.device)
+        tag = f"+{self.engine.cache_tag}" if self.engine.cache_tag else ""
+        self.dir = self.root / f"{encoder_identity(encoder)}{tag}"
+        # streams read the frames as the encoder gets them: its input size and normalisation
+        norm = config_digest({"size": encoder.input_size, "mean": list(map(float, encoder.mean)),
+                              "std": list(map(float, encoder.std))})
+        parts = motion.parts() if motion is not None else []
+        self.streams = [(stream, self.root / f"{stream.cache_id()}-{encoder.input_size}-{norm}")
+                        for _, stream, _ in parts]
         self.encoded_frames = 0     # frames this store has pushed through the encoder (for logs/tests)
+        self.streamed_clips = 0     # clips whose temporal streams this store has computed
 
-    def entry_path(self, path: str, sampling: SamplingConfig, *, size: int, view: int) -> Path:
-        """The `.npz` entry for the features of `path` (by content digest) at this sampling, size and view."""
+    def entry_path(self, path: str, sampling: SamplingConfig, *, size: int, view: int,
+                   folder: Path | None = None) -> Path:
+        """The `.npz` entry for the features of `path` (by content digest) at this sampling, size and
+        view: the encoder's, or those of the stream cached in `folder`."""
         from videoseq.data.cache import file_digest
 
         params = config_digest({"frames": sampling.frames, "short": sampling.short, "size": size})
-        return self.dir / f"{file_digest(path)}-{params}-v{view}.npz"
+        return (folder or self.dir) / f"{file_digest(path)}-{params}-v{view}.npz"
 
     def load_split(self, entries: Sequence, frame_cache, sampling: SamplingConfig, *, size: int,
                    views: int, classes: Sequence[str], progress: bool = False) -> SplitFeatures:
@@ -129,57 +147,69 @@ class FeatureStore:
 
     def features(self, refs: Sequence[ClipRef], frame_cache, sampling: SamplingConfig, *, size: int,
                  progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-        """[(feats (T, D), mask (T,))] per ref, in order; misses are encoded in batches and stored."""
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(refs)
+        """[(feats (T, D + M), mask (T,))] per ref, in order; missing parts are computed and stored."""
+        folders = [self.dir] + [folder for _, folder in self.streams]
+        parts: list[list[np.ndarray | None]] = []
+        masks: list[np.ndarray | None] = []
         missing: list[int] = []
         for i, ref in enumerate(refs):
-            cached = self._read(self.entry_path(ref.path, sampling, size=size, view=ref.view), sampling.frames)
-            if cached is None:
+            got = [self._read(self.entry_path(ref.path, sampling, size=size, view=ref.view, folder=f),
+                              sampling.frames) for f in folders]
+            parts.append([g[0] if g is not None else None for g in got])
+            masks.append(next((g[1] for g in got if g is not None), None))
+            if any(g is None for g in got):
                 missing.append(i)
-            else:
-                out[i] = cached
         if missing:
-            log.info("encoding %d of %d clips with %s", len(missing), len(refs), self.dir.name)
-            self._encode_missing(refs, missing, out, frame_cache, sampling, size=size, progress=progress)
-        return out  # type: ignore[return-value]
+            log.info("computing %d of %d clips' features in %s", len(missing), len(refs),
+                     ", ".join(f.name for f in folders))
+            self._compute_missing(refs, missing, parts, masks, frame_cache, sampling, size=size,
+                                  progress=progress)
+        return [(np.concatenate(p, axis=1) if len(p) > 1 else p[0], m)   # type: ignore[arg-type]
+                for p, m in zip(parts, masks)]
 
-    def _encode_missing(self, refs, missing, out, frame_cache, sampling, *, size, progress) -> None:
+    def _compute_missing(self, refs, missing, parts, masks, frame_cache, sampling, *, size, progress) -> None:
         from tqdm.auto import tqdm
 
-        from videoseq.models.classifier import fold_batchnorm
         from videoseq.models.transforms import frames_to_tensor
 
-        # a copy with BatchNorm folded into the convolutions (faster; the same features to ~1e-6, as a
-        # bundle computes them); the store's identity is the encoder's own weights
-        enc = copy.deepcopy(self.encoder).to(self.device).eval()
-        fold_batchnorm(enc)
+        enc = self.encoder      # its input size and normalisation; self.engine runs it (BatchNorm folded)
         pending: list[tuple[int, np.ndarray, np.ndarray]] = []   # (ref index, valid frames, mask)
         bar = tqdm(total=len(missing), desc="features", unit="clip", disable=not progress, leave=False)
+
+        def store(i: int, k: int, values: np.ndarray, mask: np.ndarray) -> None:
+            """Part k (0: the encoder, 1..: the streams) of ref i: (valid, d) values on the valid steps."""
+            full = np.zeros((len(mask), values.shape[1]), self.dtype)             # (T, d)
+            full[mask] = values
+            folder = self.dir if k == 0 else self.streams[k - 1][1]
+            ref = refs[i]
+            atomic_save_npz(self.entry_path(ref.path, sampling, size=size, view=ref.view, folder=folder),
+                            feats=full, mask=mask)
+            parts[i][k] = full
+            masks[i] = mask
 
         def flush() -> None:
             frames = np.concatenate([f for _, f, _ in pending])    # (sum valid, S, S, 3) uint8
             x = frames_to_tensor(frames, size=enc.input_size, mean=enc.mean, std=enc.std)
-            chunks = []
-            with torch.inference_mode():
-                for start in range(0, len(x), self.batch_frames):
-                    batch = x[start:start + self.batch_frames].to(self.device)   # (n, 3, S, S)
-                    chunks.append(enc(batch).float().cpu())                      # (n, D)
-            feats = torch.cat(chunks)                                            # (sum valid, D)
-            self.encoded_frames += len(feats)
-            offset = 0
-            for i, valid, mask in pending:
-                clip = feats[offset:offset + len(valid)]                         # (valid, D)
-                if self.motion is not None:   # valid steps are a prefix: frames t-1, t are neighbours
+            offsets = np.cumsum([0] + [len(f) for _, f, _ in pending])
+            encode = [j for j, (i, _, _) in enumerate(pending) if parts[i][0] is None]
+            if encode:   # the encoder over the frames of the clips that miss its part, in batches
+                rows = torch.cat([x[offsets[j]:offsets[j + 1]] for j in encode])    # (n, 3, S, S)
+                feats = torch.cat([self.engine(rows[a:a + self.batch_frames])
+                                   for a in range(0, len(rows), self.batch_frames)])       # (n, D) float32
+                self.encoded_frames += len(feats)
+                at = 0
+                for j in encode:
+                    i, valid, mask = pending[j]
+                    store(i, 0, feats[at:at + len(valid)].numpy(), mask)
+                    at += len(valid)
+            for j, (i, valid, mask) in enumerate(pending):
+                todo = [k for k in range(1, len(parts[i])) if parts[i][k] is None]
+                if todo:   # valid steps are a prefix: frames t-1, t are neighbours
+                    clip = x[offsets[j]:offsets[j + 1]][None].to(self.device)       # (1, valid, 3, S, S)
                     with torch.inference_mode():
-                        moved = self.motion(x[offset:offset + len(valid)][None].to(self.device))
-                    clip = torch.cat([clip, moved[0].float().cpu()], dim=1)      # (valid, D + M)
-                clip_feats = np.zeros((len(mask), clip.shape[1]), self.dtype)    # (T, D + M)
-                clip_feats[mask] = clip.numpy()
-                offset += len(valid)
-                ref = refs[i]
-                atomic_save_npz(self.entry_path(ref.path, sampling, size=size, view=ref.view),
-                                feats=clip_feats, mask=mask)
-                out[i] = (clip_feats, mask)
+                        for k in todo:
+                            store(i, k, self.streams[k - 1][0](clip)[0].float().cpu().numpy(), mask)
+                    self.streamed_clips += 1
             bar.update(len(pending))
             pending.clear()
 

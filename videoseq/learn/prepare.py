@@ -86,9 +86,10 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
             raise DatasetError(f"{index.root}: no usable videos in the {name} split")
     if config.train.mode == "frozen":
         from videoseq.data.features import FeatureStore
-        from videoseq.models.motion import build_motion
+        from videoseq.models.streams import build_motion
 
-        store = FeatureStore(plan.features_dir, encoder, device=device, motion=build_motion(config.model.motion))
+        store = FeatureStore(plan.features_dir, encoder, device=device, motion=build_motion(config.model.motion),
+                             engine=config.runtime.engine)
         feats = {s: store.load_split(e, frame_cache, plan.sampling, size=plan.size, views=plan.views(s),
                                      classes=classes, progress=progress)
                  for s, e in splits.items()}
@@ -108,6 +109,7 @@ def make_batches(data: Data, config: Config, *, seed: int) -> tuple:
     bs = config.train.batch_size
     if config.train.mode == "frozen":
         norm = feature_stats(data.train)       # heads train on standardised features (folded in later)
+        norm = keep_image_stream_raw(norm, config)
         return (FeatureBatches(data.train, batch_size=bs, shuffle=True, random_view=True, seed=seed,
                                normalize=norm),
                 FeatureBatches(data.val, batch_size=bs, normalize=norm),
@@ -124,19 +126,36 @@ def make_batches(data: Data, config: Config, *, seed: int) -> tuple:
             ClipBatches(*data.test, cache, plan.sampling, **common))
 
 
+def keep_image_stream_raw(norm: tuple[torch.Tensor, torch.Tensor], config: Config
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the features with the image stream's dimensions (the last ones, `rgbdiff`) set to
+    0 and 1: a CNN reads them (heads.DiffCNN), so no Linear can fold their standardisation away."""
+    from videoseq.models.streams import build_motion
+
+    motion = build_motion(config.model.motion)
+    if motion is None or motion.image_shape is None:
+        return norm
+    mean, std = norm[0].clone(), norm[1].clone()
+    n = motion.out_dim - motion.vector_dim
+    mean[-n:], std[-n:] = 0.0, 1.0
+    return mean, std
+
+
 def build_trainable(data: Data, config: Config, head: str, *, seed: int) -> torch.nn.Module:
     """A fresh head (frozen mode) or encoder + head (finetune), initialised from `seed`."""
-    from videoseq.models.classifier import build_model, feature_dims
+    from videoseq.models.classifier import build_model, feature_dims, image_shape
     from videoseq.models.heads import build_head
-    from videoseq.models.motion import build_motion
+    from videoseq.models.streams import build_motion
 
     torch.manual_seed(seed)
     m = config.model
     if config.train.mode == "frozen":
-        in_dim, motion_dim = feature_dims(data.encoder, build_motion(m.motion))
+        motion = build_motion(m.motion)
+        in_dim, motion_dim = feature_dims(data.encoder, motion)
         return build_head(head, in_dim, len(data.classes), hidden=m.hidden, layers=m.layers,
                           dropout=m.dropout, bidirectional=m.bidirectional, motion_dim=motion_dim,
-                          stream_dropout=m.stream_dropout)
+                          stream_dropout=m.stream_dropout, image_shape=image_shape(motion),
+                          stream_norm=m.stream_norm)
     return build_model(m, head, len(data.classes))
 
 
@@ -144,7 +163,7 @@ def whole_model(data: Data, config: Config, trained: torch.nn.Module) -> torch.n
     """The trained model as a VideoClassifier (frames in): a frozen-mode head gets its encoder and
     motion stream back."""
     from videoseq.models.classifier import VideoClassifier
-    from videoseq.models.motion import build_motion
+    from videoseq.models.streams import build_motion
 
     if config.train.mode == "finetune":
         return trained

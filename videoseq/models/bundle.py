@@ -352,8 +352,12 @@ def _bundles_of_run(run_dir: Path) -> dict[str, Path]:
 def _config_of(path: Path, meta: dict[str, Any]) -> Config:
     """The training config; its runtime section (cache folder, device, workers, dask address) described
     the machine that trained, so this machine's defaults replace it: a bundle never points elsewhere."""
+    raw = meta["config"]
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if isinstance(model, dict) and "stream_norm" not in model:   # saved before the key existed: normalised
+        raw = {**raw, "model": {**model, "stream_norm": True}}
     try:
-        return dataclasses.replace(config_from_dict(meta["config"]), runtime=RuntimeConfig())
+        return dataclasses.replace(config_from_dict(raw), runtime=RuntimeConfig())
     except ConfigError as e:
         raise BundleError(f"{path}: config.json holds a config this videoseq cannot read ({e})") from None
 

@@ -21,7 +21,7 @@ from torch import nn
 from videoseq.config import ModelConfig
 from videoseq.models.encoders import FrameEncoder, build_encoder, weights_label
 from videoseq.models.heads import TemporalHead, build_head
-from videoseq.models.motion import build_motion
+from videoseq.models.streams import build_motion
 
 
 class VideoClassifier(nn.Module):
@@ -108,7 +108,8 @@ def build_model(config: ModelConfig, head: str, num_classes: int, *,
     in_dim, motion_dim = feature_dims(encoder, motion)
     temporal = build_head(head, in_dim, num_classes, hidden=config.hidden, layers=config.layers,
                           dropout=config.dropout, bidirectional=config.bidirectional, motion_dim=motion_dim,
-                          stream_dropout=config.stream_dropout)
+                          stream_dropout=config.stream_dropout, image_shape=image_shape(motion),
+                          stream_norm=config.stream_norm)
     return VideoClassifier(encoder, temporal, motion=motion)
 
 
@@ -140,6 +141,11 @@ def fold_batchnorm(module: nn.Module) -> int:
                 setattr(parent, bn_name, nn.Identity())
                 folded += 1
     return folded
+
+
+def image_shape(motion: nn.Module | None) -> tuple[int, int, int] | None:
+    """(C, H, W) of the image stream among the temporal streams (the last M dimensions' tail), or None."""
+    return getattr(motion, "image_shape", None) if motion is not None else None
 
 
 def feature_dims(encoder: FrameEncoder, motion: nn.Module | None) -> tuple[int, int]:

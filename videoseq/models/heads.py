@@ -24,6 +24,8 @@ unpacked, with the same numbers (`RecurrentHead._run_unpacked`).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,34 +68,74 @@ class FrameEmbed(nn.Module):
     (docs/benchmarks/train.md has the ablation)."""
 
     def __init__(self, appearance_dim: int, motion_dim: int, *, hidden: int, dropout: float,
-                 stream_dropout: float = 0.0):
+                 stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
+                 stream_norm: bool = False):
         super().__init__()
         if not 0 <= stream_dropout < 1:
             raise ValueError(f"stream_dropout must be in [0, 1), got {stream_dropout}")
+        image_dim = math.prod(image_shape) if image_shape and motion_dim else 0
+        if image_dim > motion_dim:
+            raise ValueError(f"image stream {image_shape} is wider than the {motion_dim} motion dimensions")
         self.appearance_dim, self.motion_dim = appearance_dim, motion_dim
+        self.vector_dim = motion_dim - image_dim          # the motion dimensions read by a Linear
         self.stream_dropout = stream_dropout
         self.appearance = nn.Sequential(nn.Dropout(dropout), nn.Linear(appearance_dim, hidden))
         self.motion = None
+        self.image = None
         if motion_dim:
             self.appearance.append(nn.LayerNorm(hidden))
-            self.motion = nn.Sequential(nn.Dropout(dropout), nn.Linear(motion_dim, hidden), nn.LayerNorm(hidden))
+        norm = [nn.LayerNorm(hidden)] if stream_norm else []
+        if self.vector_dim:
+            self.motion = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.vector_dim, hidden), *norm)
+        if image_dim:
+            self.image_shape = tuple(image_shape)
+            self.image = nn.Sequential(DiffCNN(self.image_shape, hidden), *norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.appearance(x[..., :self.appearance_dim])                   # (B, T, H)
-        if self.motion is not None:
+        if self.motion_dim:
             p = self.stream_dropout
             if self.training and p > 0:   # hide the appearance stream from a share p of the clips
                 keep = torch.rand(h.shape[0], *[1] * (h.dim() - 1), device=h.device) >= p    # (B, 1, 1)
-                h = h * keep.to(h.dtype) / (1 - p)
-            h = h + self.motion(x[..., self.appearance_dim:self.appearance_dim + self.motion_dim])
+                h = h * keep.to(h.dtype)
+            start = self.appearance_dim
+            if self.motion is not None:
+                h = h + self.motion(x[..., start:start + self.vector_dim])
+            if self.image is not None:
+                h = h + self.image(x[..., start + self.vector_dim:start + self.motion_dim])
         return F.relu(h)
 
     def input_linears(self) -> list[tuple[nn.Linear, slice]]:
-        """The first Linear of each stream and the input dimensions it reads."""
+        """The first Linear of each stream read through one and the input dimensions it reads (an
+        image stream is read by a CNN: its dimensions are never standardised)."""
         out = [(self.appearance[1], slice(0, self.appearance_dim))]
         if self.motion is not None:
-            out.append((self.motion[1], slice(self.appearance_dim, self.appearance_dim + self.motion_dim)))
+            out.append((self.motion[1], slice(self.appearance_dim, self.appearance_dim + self.vector_dim)))
         return out
+
+
+class DiffCNN(nn.Module):
+    """A frame-difference image per step, (..., C*H*W) -> (..., hidden): three strided 3x3
+    convolutions (16, 32, 64 channels, ReLU), an average pool to 2x2 cells and a Linear. Trained end
+    to end with the head: TSN's RGB-difference stream, small enough for a CPU. H and W are multiples
+    of 16 (the pool's size is fixed, so the graph exports)."""
+
+    def __init__(self, image_shape: tuple[int, int, int], hidden: int):
+        super().__init__()
+        c, h, w = image_shape
+        if h % 16 or w % 16:
+            raise ValueError(f"DiffCNN: image sides must be multiples of 16, got {h}x{w}")
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),       # (N, 64, H/8, W/8)
+            nn.AvgPool2d((h // 16, w // 16)), nn.Flatten(), nn.Linear(64 * 4, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        images = x.reshape(-1, *self.image_shape)                            # (N, C, H, W)
+        return self.net(images).reshape(*lead, -1)                           # (..., hidden)
 
 
 class TemporalHead(nn.Module):
@@ -103,7 +145,8 @@ class TemporalHead(nn.Module):
 
     def __init__(self, in_dim: int, num_classes: int, *, hidden: int = 128, layers: int = 1,
                  dropout: float = 0.3, bidirectional: bool = False, motion_dim: int = 0,
-                 stream_dropout: float = 0.0):
+                 stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
+                 stream_norm: bool = False):
         super().__init__()
         if (in_dim < 1 or num_classes < 1 or hidden < 1 or layers < 1 or not 0 <= dropout < 1
                 or not 0 <= motion_dim < in_dim):
@@ -113,8 +156,10 @@ class TemporalHead(nn.Module):
         self.in_dim, self.num_classes, self.hidden = in_dim, num_classes, hidden
         self.layers, self.dropout, self.bidirectional = layers, dropout, bidirectional
         self.motion_dim = motion_dim
+        self.image_shape = tuple(image_shape) if image_shape else None
         self.embed = FrameEmbed(in_dim - motion_dim, motion_dim if self.reads_motion else 0,
-                                hidden=hidden, dropout=dropout, stream_dropout=stream_dropout)
+                                hidden=hidden, dropout=dropout, stream_dropout=stream_dropout,
+                                image_shape=self.image_shape, stream_norm=stream_norm)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError  # (B, T, D), (B, T) -> (B, C)
@@ -324,11 +369,13 @@ class Conv1dHead(TemporalHead):
 
 def build_head(name: str, in_dim: int, num_classes: int, *, hidden: int = 128, layers: int = 1,
                dropout: float = 0.3, bidirectional: bool = False, motion_dim: int = 0,
-               stream_dropout: float = 0.0) -> TemporalHead:
+               stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
+               stream_norm: bool = False) -> TemporalHead:
     """The registered head `name` (see `list_heads()`); the last `motion_dim` of the `in_dim` input
     dimensions are the motion stream (read by every head but `per_frame`; `stream_dropout`: FrameEmbed)."""
     return HEADS.get(name)(in_dim, num_classes, hidden=hidden, layers=layers, dropout=dropout,
-                           bidirectional=bidirectional, motion_dim=motion_dim, stream_dropout=stream_dropout)
+                           bidirectional=bidirectional, motion_dim=motion_dim, stream_dropout=stream_dropout,
+                           image_shape=image_shape, stream_norm=stream_norm)
 
 
 def list_heads() -> list[str]:

@@ -11,7 +11,8 @@ temporal head sees it. So the temporal heads also read where the picture moved, 
   unit variance: a fade changes nothing here, it stays visible in the appearance features);
 - on every scale, each cell of a 4x4 grid is matched against the previous frame over all shifts of up to
   3 px (block matching, sum of squared differences), the best shift refined to sub-pixel precision by a
-  parabola through its neighbours: the cell's displacement (dx, dy) in tenths of the frame side, and the
+  parabola through its neighbours (unless the match is exact: a still cell reads exactly 0): the cell's
+  displacement (dx, dy) in tenths of the frame side, and the
   match's confidence (how much better the best shift is than the average shift, 0..1);
 - the three scales reach 5%, 9% and 19% of the frame per step, so slow and fast motion both register;
 - a cell with nothing to match (blank in either frame: the black frames of a fade) reads as no motion
@@ -33,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videoseq.registry import Registry
 
 
 FLAT = 1e-4    # mean squared value (of a frame standardised to unit variance) below which a cell is blank
 TIE = 1e-6     # cost added per squared pixel of shift: breaks exact ties towards no motion
+EXACT = 1e-3   # a best cost below this share of the mean cost is an exact match: no sub-pixel offset
 
 
 class BlockMatchMotion(nn.Module):
@@ -53,8 +54,9 @@ class BlockMatchMotion(nn.Module):
 
     def cache_id(self) -> str:
         """The stream's name in feature-cache folders: scales, grid, radius and a tag for the matching
-        rule (blank cells and exact ties read as no motion), so features of another rule are never reused."""
-        return f"blockmatch{'-'.join(map(str, self.scales))}g{self.grid}r{self.radius}v2"
+        rule (blank cells and exact ties read as no motion, exact matches get no sub-pixel offset), so
+        features of another rule are never reused."""
+        return f"blockmatch{'-'.join(map(str, self.scales))}g{self.grid}r{self.radius}v3"
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, t, s = frames.shape[0], frames.shape[1], frames.shape[-1]
@@ -64,7 +66,7 @@ class BlockMatchMotion(nn.Module):
         grey = frames.float().mean(dim=2).reshape(b * t, s, s)                   # (B*T, S, S)
         costs = []
         for side in self.scales:
-            g = _standardise(self._resize(grey, side)).reshape(b, t, side, side)
+            g = standardise(self._resize(grey, side)).reshape(b, t, side, side)
             prev, cur = g[:, :-1].flatten(0, 1), g[:, 1:].flatten(0, 1)           # (B*(T-1), s, s)
             costs.append(self._cost(prev, cur))                                   # (N, k, k, G*G)
         cost = torch.cat(costs, dim=3)                                            # (N, k, k, scales*G*G)
@@ -112,9 +114,12 @@ class BlockMatchMotion(nn.Module):
         flat = cost.reshape(n, k * k, -1)
         low, best = flat.min(dim=1)                                              # (N, scales*cells)
         iy, ix = best // k, best % k
-        dy = iy.float() - r + _parabola(cost, iy, ix, axis=1)
-        dx = ix.float() - r + _parabola(cost, iy, ix, axis=2)
         mean = flat.mean(dim=1)
+        # a parabola through an exact match's asymmetric neighbours would invent a sub-pixel shift
+        # (up to 0.5 px on a still clip): an exact match stays on its whole-pixel shift
+        inexact = (low > EXACT * mean).float()
+        dy = iy.float() - r + inexact * _parabola(cost, iy, ix, axis=1)
+        dx = ix.float() - r + inexact * _parabola(cost, iy, ix, axis=2)
         confidence = ((mean - low) / (mean + 1e-6)).clamp(0, 1)                  # in [0, 1]
         dx, dy, confidence = (v.masked_fill(blank, 0.0) for v in (dx, dy, confidence))
         tenths = torch.tensor([10.0 / side for side in self.scales], device=cost.device)
@@ -130,7 +135,7 @@ class BlockMatchMotion(nn.Module):
             return grey
         if s < side:
             return F.interpolate(grey[:, None], size=(side, side), mode="bilinear", align_corners=False)[:, 0]
-        pool = self._matrix(("pool", s, side), grey.device, lambda: _pool_matrix(s, side))
+        pool = self._matrix(("pool", s, side), grey.device, lambda: pool_matrix(s, side))
         return pool @ grey @ pool.T
 
     def _box(self, w: int, c: int, device: torch.device) -> torch.Tensor:
@@ -144,7 +149,7 @@ class BlockMatchMotion(nn.Module):
         return self._matrices[key]
 
 
-def _pool_matrix(src: int, dst: int) -> torch.Tensor:
+def pool_matrix(src: int, dst: int) -> torch.Tensor:
     """(dst, src): row i averages source positions floor(i*src/dst) .. ceil((i+1)*src/dst) - 1, the
     windows of `adaptive_avg_pool2d`."""
     m = torch.zeros(dst, src, dtype=torch.float64)
@@ -197,7 +202,7 @@ def _traced_cross(windows: torch.Tensor, cells: torch.Tensor, k: int) -> torch.T
     return (cells.reshape(-1, 1, c * c) @ patches).reshape(-1, k, k)
 
 
-def _standardise(x: torch.Tensor) -> torch.Tensor:
+def standardise(x: torch.Tensor) -> torch.Tensor:
     """(N, s, s): each frame to zero mean, unit variance (flat frames stay zero). Two passes of plain
     means: torch's `std` is much slower on these small rows."""
     flat = x.flatten(1)
@@ -206,17 +211,3 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return (centred / (std + 1e-3)).view_as(x)
 
 
-MOTIONS: Registry[type[nn.Module]] = Registry("motion")
-MOTIONS.register("blockmatch")(BlockMatchMotion)
-
-
-def build_motion(name: str | None) -> nn.Module | None:
-    """The motion stream `name` ("blockmatch"), or None for "none"/None (appearance only)."""
-    if name in (None, "none"):
-        return None
-    return MOTIONS.get(name)()
-
-
-def list_motions() -> list[str]:
-    """The names `build_motion` accepts: "none" and the registered streams."""
-    return ["none", *MOTIONS.names()]

@@ -23,6 +23,7 @@ import numpy as np
 
 from videoseq.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from videoseq.errors import ConfigError, DatasetError
+from videoseq.synthetic import changes as _changes  # noqa: F401  (registers the real_* change tasks)
 from videoseq.synthetic.footage import default_sources, load_source, scene_classes
 from videoseq.synthetic.render import CODECS, write_video
 from videoseq.synthetic.tasks import TASKS, TaskSpec
