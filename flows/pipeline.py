@@ -1,17 +1,22 @@
-"""The `pipeline` flow: scan -> extract (one cached task per video) -> compare heads -> publish the report.
+"""The `pipeline` flow: scan -> prepare chunks of videos (frames + frozen features) -> compare heads ->
+publish the report.
 
     from flows.pipeline import pipeline
-    summary = pipeline(root="data/demo", run_dir="runs/demo", config="configs/demo.yaml")
+    summary = pipeline(root="data/demo", run_dir="runs/demo", config="configs/demo.yaml", chunk_size=32)
 
 Each step wraps a library function; the flow adds what orchestration is for:
-- extraction fans out one task per usable video on the configured task runner (flows/runners.py),
-  cached by (file content, sampling parameters, frame size, views, cache folder): a rerun with no new
-  videos extracts nothing; transient errors (OSError, crashes) are retried, a broken video fails its
-  own task only, is marked failed in the index, and the flow goes on without it;
-- a progress artifact during extraction and during training, then the markdown report and a table of
+- the heavy stage fans out one `prepare-chunk` task per `chunk_size` usable videos on the configured
+  task runner (flows/runners.py: threads on one machine, Dask across machines): frame extraction and,
+  in frozen mode, the frozen features (encoder + temporal streams) of its videos
+  (`videoseq.learn.chunks.prepare_chunk`), cached by (file contents, views, sampling, encoder,
+  streams, cache folder): a rerun with no new videos prepares nothing; transient errors (OSError,
+  crashes) are retried, a broken video is reported by its chunk, marked failed in the index, and the
+  flow goes on without it; compare-heads then finds every frame and feature cached and only trains
+  and reports;
+- a progress artifact during preparation and during training, then the markdown report and a table of
   the heads' metrics as artifacts; logs through `get_run_logger`;
 - with `progress=True` (`videoseq run` and `videoseq demo` in a terminal), stage lines and progress
-  bars on stderr as well: scan, extraction, feature encoding, training per head.
+  bars on stderr as well: scan, chunks, feature loading, training per head.
 Parameters and task inputs/outputs are JSON values and paths, never arrays.
 """
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.futures import as_completed
@@ -28,12 +33,17 @@ from tqdm import tqdm
 
 from flows.runners import build_task_runner
 from videoseq.commands.common import check_config
-from videoseq.config import Config, SamplingConfig, config_digest, config_from_dict, load_config
-from videoseq.errors import VideoseqError
+from videoseq.config import Config, config_digest, config_from_dict, load_config
+from videoseq.errors import ConfigError, VideoseqError
 from videoseq.io.atomic import work_dir
 
 RETRIES = 2                      # transient failures only (I/O hiccups, a crashed worker)
 RETRY_DELAY_SECONDS = 2
+# Videos per prepare-chunk task. 32 videos of 16 frames fill the encoder's batches on a GPU
+# (FeatureStore batches frames across a chunk's clips) and amortise a task's fixed costs (state
+# updates on the Prefect API, Dask scheduling, the encoder built once per worker), while 10,000 videos
+# still give ~300 tasks to balance across workers and a failed chunk costs little to redo.
+CHUNK_SIZE = 32
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -45,26 +55,6 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return False
-
-
-def _extract_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Same file content + sampling + size + views + frame cache folder = same clips: reuse the result."""
-    from videoseq.data.cache import file_digest
-
-    try:
-        digest = file_digest(parameters["path"])
-    except OSError:
-        return None          # unreadable: no caching; the task itself reports the error
-    return "videoseq-frames-" + config_digest({
-        "file": digest, "sampling": parameters["sampling"],
-        "size": parameters["size"], "views": parameters["views"], "cache": parameters["cache_root"],
-        "min_frames": parameters.get("min_frames", 1)})
-
-
-def _extract_run_name() -> str:
-    from prefect.runtime import task_run
-
-    return f"extract-{Path(task_run.parameters['path']).name}"
 
 
 def _stage(progress: bool, text: str) -> None:
@@ -110,53 +100,90 @@ def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
             "min_frames": index.min_frames}
 
 
-@task(name="extract-frames", task_run_name=_extract_run_name, cache_key_fn=_extract_cache_key,
+def _chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Same files (by content) + views + the config's sampling, frame size, caches, encoder and streams =
+    same cache entries: reuse the chunk's record."""
+    from videoseq.data.cache import file_digest
+    from videoseq.data.plan import extraction_plan
+    from videoseq.learn.chunks import encoder_key
+
+    cfg = config_from_dict(parameters["config"])
+    try:
+        digests = [[file_digest(path), views] for path, views in parameters["videos"]]
+    except (OSError, VideoseqError):
+        return None          # unreadable: no caching; the chunk itself reports the video
+    return "videoseq-chunk-" + config_digest({
+        "videos": digests, "sampling": parameters["config"]["sampling"], "encoder": encoder_key(cfg),
+        "engine": cfg.runtime.engine, "cache": str(extraction_plan(cfg).cache_dir.resolve()),
+        "min_frames": parameters.get("min_frames", 1)})
+
+
+def _chunk_run_name() -> str:
+    from prefect.runtime import task_run
+
+    videos = task_run.parameters["videos"]
+    return f"chunk-{Path(videos[0][0]).name}+{len(videos) - 1}" if videos else "chunk-empty"
+
+
+@task(name="prepare-chunk", task_run_name=_chunk_run_name, cache_key_fn=_chunk_cache_key,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_is_transient)
-def extract_video(path: str, views: int, sampling: dict[str, Any], size: int, cache_root: str,
-                  min_frames: int = 1) -> int:
-    """Decode and cache the sampled frames of one video, views 0..views-1; returns how many clips were
-    decoded now (0: all were in the frame cache already). Fails (VideoReadError, not retried) when the
-    video decodes to fewer than `min_frames` frames."""
-    from videoseq.data.cache import FrameCache
+def prepare_chunk_task(videos: list[list], config: dict[str, Any], min_frames: int = 1) -> dict[str, Any]:
+    """Frames and (frozen mode) frozen features of a chunk of [path, views] pairs, on whichever worker
+    runs it (`learn.chunks.prepare_chunk`); returns its JSON record (videos, frames encoded, clips
+    streamed, failed [[path, reason]], pid, host, seconds). A broken video is a line in `failed`."""
+    from videoseq.learn.chunks import prepare_chunk
 
-    cache, params = FrameCache(cache_root), SamplingConfig(**sampling)
-    return sum(not cache.ensure(path, params, size=size, view=v, min_frames=min_frames)
-               for v in range(views))  # clips stay on disk
+    record = prepare_chunk([(str(p), int(v)) for p, v in videos], config_from_dict(config),
+                           min_frames=min_frames).to_json()
+    for path, reason in record["failed"]:
+        get_run_logger().warning("%s: left out of the run: %s", path, reason)
+    return record
 
 
-@flow(name="extract-videos")
-def extract_videos(paths: list[str], views: list[int], sampling: dict[str, Any], size: int,
-                   cache_root: str, min_frames: int = 1, progress: bool = False) -> dict[str, list]:
-    """Fan out one `extract_video` per path. Returns {"extracted": [path], "cached": [path],
-    "failed": [[path, reason]]}; "cached" = the task itself was a Prefect cache hit or found every clip
-    in the frame cache."""
+@flow(name="prepare-videos")
+def prepare_videos(paths: list[str], views: list[int], config: dict[str, Any], min_frames: int = 1,
+                   chunk_size: int = CHUNK_SIZE, progress: bool = False) -> dict[str, Any]:
+    """Fan out one `prepare-chunk` task per `chunk_size` videos on the flow's task runner. Returns
+    {"chunks": [record], "extracted": n, "cached": n, "failed": [[path, reason]], "failed_chunks":
+    [[first path, reason]]}: "cached" counts the videos of chunks that were Prefect cache hits or
+    decoded nothing; the videos of a chunk whose task failed are left to compare-heads, which
+    extracts and encodes whatever is missing."""
     logger = get_run_logger()
+    videos = [[p, v] for p, v in zip(paths, views)]
+    chunks = [videos[i:i + chunk_size] for i in range(0, len(videos), max(1, chunk_size))]
     artifact = create_progress_artifact(0.0, key="extraction-progress",
-                                        description=f"frames of {len(paths)} videos")
-    futures = extract_video.map(paths, views, unmapped(sampling), unmapped(size), unmapped(cache_root),
-                                unmapped(min_frames))
-    path_of = {future.task_run_id: path for future, path in zip(futures, paths)}
-    outcome: dict[str, list] = {"extracted": [], "cached": [], "failed": []}
-    _stage(progress, f"extract frames of {len(paths)} videos")
-    bar = tqdm(total=len(paths), desc="extract", unit="video", disable=not progress, leave=False)
+                                        description=f"frames and features of {len(paths)} videos "
+                                                    f"in {len(chunks)} chunks")
+    futures = [prepare_chunk_task.submit(chunk, config, min_frames) for chunk in chunks]
+    chunk_of = {future.task_run_id: chunk for future, chunk in zip(futures, chunks)}
+    outcome: dict[str, Any] = {"chunks": [], "extracted": 0, "cached": 0, "failed": [], "failed_chunks": []}
+    _stage(progress, f"extract and encode {len(paths)} videos in {len(chunks)} chunks")
+    bar = tqdm(total=len(paths), desc="prepare", unit="video", disable=not progress, leave=False)
     for done, future in enumerate(as_completed(futures), 1):
-        bar.update()
         future.wait()
-        state, path = future.state, path_of[future.task_run_id]
+        state, chunk = future.state, chunk_of[future.task_run_id]
+        bar.update(len(chunk))
         if state.is_completed():
-            fresh = state.name != "Cached" and future.result() > 0
-            outcome["extracted" if fresh else "cached"].append(path)
+            record = dict(future.result(), cached_run=state.name == "Cached")
+            outcome["chunks"].append(record)
+            outcome["failed"].extend(record["failed"])
+            fresh = 0 if record["cached_run"] else record["extracted"]
+            outcome["extracted"] += fresh
+            outcome["cached"] += record["videos"] - len(record["failed"]) - fresh
         else:
             error = state.result(raise_on_failure=False)
-            reason = getattr(error, "reason", None) or str(error).splitlines()[0]
-            logger.warning("%s: extraction failed, left out of the run: %s", path, reason)
-            outcome["failed"].append([path, reason])
-        update_progress_artifact(artifact, 100.0 * done / max(1, len(paths)))
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            logger.warning("chunk of %d videos from %s failed (%s); compare-heads prepares them",
+                           len(chunk), chunk[0][0], reason)
+            outcome["failed_chunks"].append([chunk[0][0], reason])
+        update_progress_artifact(artifact, 100.0 * done / max(1, len(chunks)))
     bar.close()
-    if not paths:
+    if not chunks:
         update_progress_artifact(artifact, 100.0)
-    logger.info("frames: %d videos extracted, %d from the cache, %d failed", len(outcome["extracted"]),
-                len(outcome["cached"]), len(outcome["failed"]))
+    workers = sorted({(r["host"], r["pid"]) for r in outcome["chunks"] if not r["cached_run"]})
+    logger.info("chunks: %d videos extracted, %d from the caches, %d failed; %d frames encoded by %d "
+                "workers", outcome["extracted"], outcome["cached"], len(outcome["failed"]),
+                sum(r["frames_encoded"] for r in outcome["chunks"] if not r["cached_run"]), len(workers))
     return outcome
 
 
@@ -174,10 +201,13 @@ def record_failures(index_path: str, failed: list[list[str]]) -> str:
 
 
 @task(name="compare-heads")
-def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: bool = False) -> str:
-    """Train and test every head on the extracted frames; returns the path of RUN_DIR/metrics.json."""
-    from videoseq.learn.compare import compare_heads
+def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: bool = False) -> dict[str, Any]:
+    """Train and test every head on the prepared frames and features; returns {"metrics": path of
+    RUN_DIR/metrics.json, "bytes_hashed": bytes of video files this step read to hash them (0 when the
+    fingerprint store is shared with the chunks' workers)}."""
     from videoseq.data.dataset import DatasetIndex
+    from videoseq.data.fingerprints import bytes_hashed
+    from videoseq.learn.compare import compare_heads
 
     logger = get_run_logger()
     cfg = config_from_dict(config)
@@ -195,8 +225,13 @@ def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: boo
 
     _stage(progress, f"compare heads {', '.join(cfg.compare.heads)} ({cfg.train.mode} encoder, "
                      f"{max(1, cfg.train.seeds)} seed(s))")
+    hashed = bytes_hashed()
     compare_heads(DatasetIndex.from_json(index_path), run_dir, cfg, progress=progress, on_event=on_event)
-    return str(Path(run_dir) / "metrics.json")
+    hashed = bytes_hashed() - hashed
+    if hashed:
+        logger.warning("compare: read %d bytes of videos to hash them: is the fingerprint store "
+                       "(VIDEOSEQ_CACHE/fingerprints) shared with the workers?", hashed)
+    return {"metrics": str(Path(run_dir) / "metrics.json"), "bytes_hashed": hashed}
 
 
 @task(name="publish-report")
@@ -223,13 +258,17 @@ def publish(run_dir: str, metrics_path: str) -> dict[str, Any]:
 
 
 @flow(name="pipeline")
-def pipeline(root: str, run_dir: str, config: str | None = None,
-             overrides: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Scan ROOT, extract frames (cached per video), compare the heads, publish the report in RUN_DIR.
-    `progress`: stage lines and progress bars on stderr too (for a terminal). The whole config is
-    checked first (`ConfigError` naming the key, the value and the choices), before any task."""
+def pipeline(root: str, run_dir: str, config: str | None = None, overrides: list[str] | None = None,
+             progress: bool = False, chunk_size: int = CHUNK_SIZE) -> dict[str, Any]:
+    """Scan ROOT, prepare the videos in chunks of `chunk_size` on the task runner (frames and frozen
+    features, cached), compare the heads, publish the report in RUN_DIR. `progress`: stage lines and
+    progress bars on stderr too (for a terminal). The whole config is checked first (`ConfigError`
+    naming the key, the value and the choices), before any task. The summary lists every chunk's
+    record (`chunks`: videos, frames encoded, clips streamed, failed, pid, host, seconds)."""
     cfg: Config = load_config(config, overrides=list(overrides or []))
     check_config(cfg)                            # every value, before any task runs
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size: expected at least 1, got {chunk_size}")
     runner = build_task_runner(cfg.runtime)      # runtime.task_runner: a name of flows.runners.TASK_RUNNERS
     logger = get_run_logger()
     raw = cfg.to_dict()
@@ -237,13 +276,15 @@ def pipeline(root: str, run_dir: str, config: str | None = None,
     # the scan's index lives in the run's work folder: RUN_DIR itself is only ever replaced whole, by compare
     index_path = scan(str(Path(root).resolve()), raw, str(work_dir(out)), progress)
     plan = plan_extraction(index_path, raw)
-    frames = extract_videos.with_options(task_runner=runner)(
-        plan["paths"], plan["views"], raw["sampling"], plan["size"], plan["cache_root"], plan["min_frames"],
-        progress)
-    index_path = record_failures(index_path, frames["failed"])
-    metrics = publish(str(out), compare(index_path, str(out), raw, progress))
+    prepared = prepare_videos.with_options(task_runner=runner)(
+        plan["paths"], plan["views"], raw, plan["min_frames"], chunk_size, progress)
+    index_path = record_failures(index_path, prepared["failed"])
+    compared = compare(index_path, str(out), raw, progress)
+    metrics = publish(str(out), compared["metrics"])
     best = max(metrics["models"], key=lambda h: metrics["models"][h]["accuracy"])
     logger.info("run %s: best head %s (test accuracy %.3f)", out, best, metrics["models"][best]["accuracy"])
     return {"run_dir": str(out), "report": str(out / "report.md"), "metrics": str(out / "metrics.json"),
-            "extracted": len(frames["extracted"]), "cached": len(frames["cached"]),
-            "failed": frames["failed"], "accuracy": {h: m["accuracy"] for h, m in metrics["models"].items()}}
+            "extracted": prepared["extracted"], "cached": prepared["cached"], "failed": prepared["failed"],
+            "chunks": prepared["chunks"], "failed_chunks": prepared["failed_chunks"],
+            "compare_bytes_hashed": compared["bytes_hashed"],
+            "accuracy": {h: m["accuracy"] for h, m in metrics["models"].items()}}

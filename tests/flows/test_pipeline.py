@@ -44,10 +44,12 @@ def test_pipeline_reports_a_broken_video_then_reruns_without_extracting(
 
     run_dir = tmp_path / "run"
     state = pipeline(root=str(tiny_dataset_with_broken), run_dir=str(run_dir), config=tiny_config,
-                     return_state=True)
+                     chunk_size=5, return_state=True)
     assert state.is_completed(), state
     summary = state.result()
     assert (summary["extracted"], summary["cached"], summary["failed"]) == (16, 0, [])
+    assert sorted(r["videos"] for r in summary["chunks"]) == [1, 5, 5, 5]
+    assert summary["compare_bytes_hashed"] == 0
 
     for name in ("metrics.json", "report.md", "index.json", "models/per_frame/model.pt", "models/lstm/model.pt"):
         assert (run_dir / name).is_file(), name
@@ -66,57 +68,40 @@ def test_pipeline_reports_a_broken_video_then_reruns_without_extracting(
         assert float(artifacts["training-progress"].data) == pytest.approx(100.0)
         (extraction,) = _subflow_runs(client, run_id)
         assert float(_artifacts(client, extraction.id)["extraction-progress"].data) == pytest.approx(100.0)
-        first = _task_runs(client, extraction.id, "extract-")
-        assert len(first) == 16 and all(r.state.name == "Completed" for r in first)
+        first = _task_runs(client, extraction.id, "chunk-")
+        assert len(first) == 4 and all(r.state.name == "Completed" for r in first)
 
     again = pipeline(root=str(tiny_dataset_with_broken), run_dir=str(run_dir), config=tiny_config,
-                     return_state=True)
+                     chunk_size=5, return_state=True)
     assert again.is_completed(), again
     assert (again.result()["extracted"], again.result()["cached"]) == (0, 16)
     with _client() as client:
         (extraction,) = _subflow_runs(client, again.state_details.flow_run_id)
-        second = _task_runs(client, extraction.id, "extract-")
-        assert len(second) == 16 and {r.state.name for r in second} == {"Cached"}
+        second = _task_runs(client, extraction.id, "chunk-")
+        assert len(second) == 4 and {r.state.name for r in second} == {"Cached"}
 
 
-def test_a_video_that_breaks_at_extraction_fails_its_own_task_only(tiny_dataset, tmp_path):
-    from flows.pipeline import extract_videos
+def test_a_video_that_breaks_after_the_scan_is_reported_by_its_chunk(tiny_dataset, tmp_path):
+    from flows.pipeline import prepare_videos
 
     good = sorted(str(p) for p in (tiny_dataset / "test").rglob("*.avi"))
     broken = tmp_path / "cut.avi"
     broken.write_bytes(Path(good[0]).read_bytes()[:300])          # a download cut short
     missing = str(tmp_path / "gone.avi")                            # deleted after the scan
     paths = [*good, str(broken), missing]
-    sampling = {"frames": 6, "size": 32, "short": "repeat", "train_views": 1}
-    state = extract_videos(paths, [1] * len(paths), sampling, 32, str(tmp_path / "frames"),
-                           return_state=True)
+    config = {"sampling": {"frames": 6, "size": 32}, "train": {"mode": "finetune"},
+              "model": {"encoder": "small_cnn", "weights": None},
+              "runtime": {"cache_dir": str(tmp_path / "cache"), "device": "cpu"}}
+    state = prepare_videos(paths, [1] * len(paths), config, chunk_size=4, return_state=True)
     assert state.is_completed(), state
     outcome = state.result()
-    assert sorted(outcome["extracted"]) == good and outcome["cached"] == []
+    assert (outcome["extracted"], outcome["cached"], outcome["failed_chunks"]) == (len(good), 0, [])
     failed = dict(outcome["failed"])
     assert set(failed) == {str(broken), missing}
     assert all(reason and "\n" not in reason for reason in failed.values())
     with _client() as client:
-        runs = {r.name: r for r in _task_runs(client, state.state_details.flow_run_id, "extract-")}
-        assert runs["extract-cut.avi"].state.type.value == "FAILED"
-        assert runs["extract-cut.avi"].run_count == 1            # bad input is not retried
-
-
-def test_extraction_tasks_enforce_min_frames_on_the_decoded_count(tiny_dataset, tmp_path):
-    """scan judges by packet count; the extraction task is where a too-short video is caught."""
-    from flows.pipeline import extract_videos
-    from videoseq.io.video import probe
-
-    good = sorted(str(p) for p in (tiny_dataset / "test").rglob("*.avi"))
-    shortest = min(probe(p, count_frames=True).num_frames for p in good)
-    sampling = {"frames": 6, "size": 32, "short": "repeat", "train_views": 1}
-    fine = extract_videos(good[:2], [1, 1], sampling, 32, str(tmp_path / "a"), min_frames=shortest)
-    assert sorted(fine["extracted"]) == good[:2] and fine["failed"] == []
-    outcome = extract_videos(good, [1] * len(good), sampling, 32, str(tmp_path / "b"),
-                             min_frames=10_000)
-    failed = dict(outcome["failed"])
-    assert outcome["extracted"] == [] and set(failed) == set(good)
-    assert all(reason.startswith("too short") for reason in failed.values()), failed
+        runs = _task_runs(client, state.state_details.flow_run_id, "chunk-")
+        assert len(runs) == 2 and {r.state.name for r in runs} == {"Completed"}
 
 
 def test_pipeline_on_a_two_worker_dask_cluster(tiny_dataset, tiny_config, tmp_path):
