@@ -7,9 +7,9 @@ Each stream compares step t with step t-1 only (causal; step 0, with no previous
 zeros), has no parameters, and is zero on a still clip. Like the block matcher (motion.py) they are
 temporal evidence for the temporal heads alone: `per_frame` never reads them.
 
-- `photometric`: what the light did. Per region (the whole frame and each cell of a 4x4 grid), the
+- `photometric`: what the light did. Per region (the whole frame and each cell of a 2x2 grid), the
   change of the mean of each colour channel and of the log contrast (the grey level's standard
-  deviation) since the previous frame, 17 x 4 = 68 numbers. A fade (to or from black, grey or a
+  deviation) since the previous frame, 5 x 4 = 20 numbers. A fade (to or from black, grey or a
   colour), a lighting change, a flash or a cut moves it; a pan over a uniform scene barely does. The
   block matcher standardises every frame and cannot see any of this.
 - `speed`: how far and how much the picture moved, beyond the block matcher's +-3 px at 64-16 px.

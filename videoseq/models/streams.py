@@ -10,7 +10,7 @@ rebuilds them from its config. Every stream reads two or more frames, so every s
 evidence: `per_frame` never reads any of them (heads.py, `reads_motion`).
 
 - blockmatch   displacement per cell of a 4x4 grid at 64/32/16 px, +-3 px (motion.py), 144
-- photometric  change of colour means and log contrast, whole frame + 4x4 grid (changes.py), 68
+- photometric  change of colour means and log contrast, whole frame + 2x2 grid (changes.py), 20
 - speed        coarse block matching (2x2 grid, 32/16/8 px) + content change per cell (changes.py), 48
 - rgbdiff      the colour frame difference at 32x32 px, for a learned CNN (changes.py), 3072
 """
