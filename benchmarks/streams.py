@@ -84,7 +84,6 @@ def main() -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     sets = [s for s in args.sets.split(",") if s]
     results: dict[str, dict[str, dict]] = {}
-    started = time.time()
     for task in tasks:
         vpc, seed = TASKS[task]
         data = args.data / "data" / f"{task}-{vpc}-s{seed}"
@@ -100,21 +99,22 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=1))
     if not args.no_write:
-        write_figures(results, tasks, sets, args, time.time() - started)
+        write_figures(results, tasks, sets, args)
     del videoseq
     return 0
 
 
-def write_figures(results: dict, tasks: list[str], sets: list[str], args, seconds: float) -> None:
+def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> None:
     """The ablation as markdown: one table per task, a row per stream set."""
     from videoseq.io.atomic import atomic_write_text
 
     load = os.getloadavg()[0]
     lines = ["# Temporal streams: ablation on the real-footage tasks (written by benchmarks/streams.py)", "",
              f"`.venv/bin/python benchmarks/streams.py --tasks {','.join(tasks)} --sets {','.join(sets)}`", "",
-             f"{datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} cores, load {load:.1f} at the end, "
-             f"{seconds / 60:.0f} min. configs/default.yaml, `--seeds {args.seeds}`, "
-             "`--set model.motion=SET`; test accuracy (%) per seed, the mean, and the 95% Wilson interval "
+             f"{datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} cores, load {load:.1f} at the end "
+             "(runs already finished under DATA/runs are reused). configs/default.yaml, "
+             f"`--seeds {args.seeds}`, `--set model.motion=SET runtime.engine=torch`; test accuracy (%) per "
+             "seed, the mean, and the 95% Wilson interval "
              "of all seeds' test predictions pooled. per_frame never reads a stream: its rows differ only "
              "by training noise.", ""]
     for task in tasks:
