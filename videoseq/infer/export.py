@@ -38,6 +38,7 @@ from videoseq import __version__
 from videoseq.infer.onnx_model import FORMAT, FORMAT_VERSION, FRAMES_LAYOUT, PARTS, ExportError, sidecar_path
 from videoseq.io.atomic import atomic_write_json
 from videoseq.models.bundle import Bundle, choose_bundle, load_bundle
+from videoseq.models.engines import GraphEncoder
 from videoseq.models.heads import RecurrentHead, TemporalHead
 
 FORMATS = ("onnx", "torchscript")
@@ -127,32 +128,6 @@ def resize_matrix(size: int, out: int) -> torch.Tensor:
     return rows[0, 0].contiguous().float()                                   # (out, size)
 
 
-class PooledEncoder(nn.Module):
-    """`FrameEncoder.forward` with its adaptive average pooling as two constant matrix products (the
-    same windows and weights): the exporter only takes adaptive pooling whose grid divides the feature
-    map (Lite0's 7x7 into 2x2 does not). (N, 3, S', S') -> (N, D)."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-        side = int(encoder.input_size)
-        with torch.no_grad():
-            h, w = encoder.forward_map(torch.zeros(1, 3, side, side)).shape[-2:]   # (1, C, h, w)
-        grid = encoder.pool.output_size
-        gh, gw = (grid, grid) if isinstance(grid, int) else grid
-        self.register_buffer("rows", pool_matrix(h, gh))                    # (gh, h)
-        self.register_buffer("cols", pool_matrix(w, gw))                    # (gw, w)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.rows @ self.encoder.forward_map(x) @ self.cols.T).flatten(1)   # (N, C*gh*gw)
-
-
-def pool_matrix(size: int, out: int) -> torch.Tensor:
-    """(out, size): adaptive average pooling along one axis as a matrix, read off the identity's rows."""
-    eye = torch.eye(size, dtype=torch.float64)[None, None]                   # (1, 1, size, size)
-    return F.adaptive_avg_pool2d(eye, (out, size))[0, 0].contiguous().float()   # (out, size)
-
-
 class ExportHead(nn.Module):
     """A head as a graph: (B, T, D + M) features, (B, T) bool mask -> (probabilities (B, C),
     steps (B, T, C) probabilities after each step), from the head's `forward_and_steps`."""
@@ -176,7 +151,7 @@ class ExportModel(nn.Module):
         super().__init__()
         self.frames = frames                                                 # T: a constant in the graph
         self.preprocess = Preprocess(size, int(model.encoder.input_size), mean, std)
-        self.encoder, self.motion = PooledEncoder(model.encoder), model.motion
+        self.encoder, self.motion = GraphEncoder(model.encoder), model.motion
         self.out_dim = int(model.encoder.out_dim)                            # D
         self.head = ExportHead(model.head)
 

@@ -40,12 +40,12 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from videoseq.errors import VideoseqError
 from videoseq.models import lite0
 from videoseq.models.classifier import fold_batchnorm
+from videoseq.models.motion import pool_matrix
 
 log = logging.getLogger(__name__)
 
@@ -298,12 +298,6 @@ class GraphEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.rows @ self.encoder.forward_map(x) @ self.cols.T).flatten(1)   # (n, C*gh*gw)
-
-
-def pool_matrix(size: int, out: int) -> torch.Tensor:
-    """(out, size): adaptive average pooling along one axis as a matrix, read off the identity's rows."""
-    eye = torch.eye(size, dtype=torch.float64)[None, None]                   # (1, 1, size, size)
-    return F.adaptive_avg_pool2d(eye, (out, size))[0, 0].contiguous().float()   # (out, size)
 
 
 def _label(encoder: nn.Module) -> str:
