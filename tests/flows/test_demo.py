@@ -50,7 +50,7 @@ def test_run_command_prints_the_table_and_skipped_files(tiny_dataset_with_broken
                  "--set", "runtime.progress=true"]) == 0
     captured = capsys.readouterr()
     out = captured.out
-    for stage in ("videoseq: scan", "videoseq: extract frames of", "videoseq: compare heads per_frame",
+    for stage in ("videoseq: scan", "videoseq: extract and encode", "videoseq: compare heads per_frame",
                   "videoseq: compare: report done"):            # the terminal shows where the flow is
         assert stage in captured.err, captured.err[-2000:]
     assert "| per_frame |" in out and "| lstm |" not in out
