@@ -450,6 +450,11 @@ def test_concurrent_compares_and_classify_share_one_cache(root, reference, tmp_p
 
     n, torn = torn_cache_entries(shared)
     assert not torn, torn
-    # every video ok in the index: 2 train views + val/test 1 view, frames and features each
+    # every video ok in the index: 2 train views + val/test 1 view, with a frame entry, an encoder
+    # entry and one entry per temporal stream each
+    from videoseq.config import ModelConfig
+    from videoseq.models.streams import motion_names
+
     counts = reference.metrics["dataset"]["counts"]
-    assert n == 2 * (2 * counts["train"] + counts["val"] + counts["test"]), n
+    per_clip = 2 + len(motion_names(ModelConfig().motion))
+    assert n == per_clip * (2 * counts["train"] + counts["val"] + counts["test"]), n
