@@ -201,8 +201,10 @@ def record_failures(index_path: str, failed: list[list[str]]) -> str:
 
 
 @task(name="compare-heads")
-def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: bool = False) -> dict[str, Any]:
-    """Train and test every head on the prepared frames and features; returns {"metrics": path of
+def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: bool = False,
+            force: bool = False) -> dict[str, Any]:
+    """Train and test every head on the prepared frames and features (RUN_DIR built from the same inputs
+    is kept as it is, finished runs are reused, unless `force`: learn/reuse.py); returns {"metrics": path of
     RUN_DIR/metrics.json, "bytes_hashed": bytes of video files this step read to hash them (0 when the
     fingerprint store is shared with the chunks' workers)}."""
     from videoseq.data.dataset import DatasetIndex
@@ -226,7 +228,8 @@ def compare(index_path: str, run_dir: str, config: dict[str, Any], progress: boo
     _stage(progress, f"compare heads {', '.join(cfg.compare.heads)} ({cfg.train.mode} encoder, "
                      f"{max(1, cfg.train.seeds)} seed(s))")
     hashed = bytes_hashed()
-    compare_heads(DatasetIndex.from_json(index_path), run_dir, cfg, progress=progress, on_event=on_event)
+    compare_heads(DatasetIndex.from_json(index_path), run_dir, cfg, progress=progress, on_event=on_event,
+                  force=force)
     hashed = bytes_hashed() - hashed
     if hashed:
         logger.warning("compare: read %d bytes of videos to hash them: is the fingerprint store "
@@ -259,10 +262,11 @@ def publish(run_dir: str, metrics_path: str) -> dict[str, Any]:
 
 @flow(name="pipeline")
 def pipeline(root: str, run_dir: str, config: str | None = None, overrides: list[str] | None = None,
-             progress: bool = False, chunk_size: int = CHUNK_SIZE) -> dict[str, Any]:
+             progress: bool = False, chunk_size: int = CHUNK_SIZE, force: bool = False) -> dict[str, Any]:
     """Scan ROOT, prepare the videos in chunks of `chunk_size` on the task runner (frames and frozen
     features, cached), compare the heads, publish the report in RUN_DIR. `progress`: stage lines and
-    progress bars on stderr too (for a terminal). The whole config is checked first (`ConfigError`
+    progress bars on stderr too (for a terminal). A RUN_DIR already built from the same config and
+    videos is kept and only published again; `force` trains every head again. The whole config is checked first (`ConfigError`
     naming the key, the value and the choices), before any task. The summary lists every chunk's
     record (`chunks`: videos, frames encoded, clips streamed, failed, pid, host, seconds)."""
     cfg: Config = load_config(config, overrides=list(overrides or []))
@@ -279,7 +283,7 @@ def pipeline(root: str, run_dir: str, config: str | None = None, overrides: list
     prepared = prepare_videos.with_options(task_runner=runner)(
         plan["paths"], plan["views"], raw, plan["min_frames"], chunk_size, progress)
     index_path = record_failures(index_path, prepared["failed"])
-    compared = compare(index_path, str(out), raw, progress)
+    compared = compare(index_path, str(out), raw, progress, force)
     metrics = publish(str(out), compared["metrics"])
     best = max(metrics["models"], key=lambda h: metrics["models"][h]["accuracy"])
     logger.info("run %s: best head %s (test accuracy %.3f)", out, best, metrics["models"][best]["accuracy"])

@@ -136,7 +136,7 @@ class Killed(Exception):
     pass
 
 
-RUN_FILES = ["index.json", "metrics.json", "models", "plots", "report.md"]
+RUN_FILES = ["index.json", "metrics.json", "models", "plots", "report.md", "runs"]
 
 
 def test_killed_compare_resumes_to_the_same_result(reference, tiny_root, tmp_path):
@@ -177,15 +177,82 @@ def test_a_rerun_killed_before_its_swap_leaves_the_previous_run(reference, tiny_
         raise Killed()
 
     monkeypatch.setattr(compare, "replace_dir", killed)
-    with pytest.raises(Killed):
-        compare_heads(tiny_root, run, reference.config, progress=False)
+    with pytest.raises(Killed):           # force: the same inputs would find `run` up to date
+        compare_heads(tiny_root, run, reference.config, progress=False, force=True)
     monkeypatch.undo()
     assert (run / "metrics.json").read_bytes() == before and load_bundle(run).head in reference.metrics["models"]
     assert len(list((tmp_path / ".run.work").glob("run.*.tmp/metrics.json"))) == 1   # assembled, not in place
-    again = compare_heads(tiny_root, run, reference.config, progress=False)
+    again = compare_heads(tiny_root, run, reference.config, progress=False, force=True)
     assert _strip(again) == _strip(reference.metrics)
     assert json.loads((run / "metrics.json").read_text())["seconds"] == again["seconds"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_rerun_on_the_same_inputs_finds_the_run_up_to_date(reference, tiny_root, tmp_path, caplog):
+    """The nightly rerun of an unchanged dataset: no feature loaded, nothing trained, nothing written."""
+    import logging
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference.run, run)
+    (tmp_path / ".run.work").mkdir()                       # a stale work folder of a killed attempt
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
+    events = []
+    with EncoderCounter() as counter, caplog.at_level(logging.INFO, logger="videoseq"):
+        again = compare_heads(tiny_root, run, reference.config, progress=False,
+                              on_event=lambda s, f: events.append((s, f)))
+    assert again == json.loads(json.dumps(reference.metrics))          # the stored metrics, as they are
+    assert events == [("report", 1.0)] and counter.frames == 0
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert "up to date" in caplog.text and "finished run, reused" not in caplog.text
+
+
+def test_a_changed_config_or_video_is_not_up_to_date(reference, tiny_root, tmp_path):
+    from videoseq.data.dataset import DatasetIndex
+    from videoseq.learn.reuse import inputs_key
+
+    index = DatasetIndex.from_json(reference.run / "index.json")
+    heads, seeds = list(reference.metrics["models"]), [0, 1]
+    key = inputs_key(index, reference.config, heads, seeds, device="cpu")
+    assert key == reference.metrics["inputs_key"]
+    other = load_config(overrides=TINY + ["train.seeds=2", "compare.heads=[per_frame,lstm,conv1d]",
+                                          "train.epochs=4", f"runtime.cache_dir={tmp_path}"])
+    assert inputs_key(index, other, heads, seeds, device="cpu") != key
+    same = load_config(overrides=TINY + ["train.seeds=2", "compare.heads=[per_frame,lstm,conv1d]",
+                                         "runtime.workers=3", f"runtime.cache_dir={tmp_path}"])
+    same_runtime = inputs_key(index, same, heads, seeds, device="cpu")
+    assert inputs_key(index, same, heads, seeds, device="cuda") != same_runtime
+    assert inputs_key(index, reference.config, heads, [0], device="cpu") != key
+    # a video edited in place: another content digest, another key
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"one")
+    entry = index.ok()[0]
+    entry.path = str(video)
+    first = inputs_key(index, reference.config, heads, seeds, device="cpu")
+    video.write_bytes(b"two")
+    assert inputs_key(index, reference.config, heads, seeds, device="cpu") != first
+
+
+def test_a_new_head_trains_only_itself(reference, tiny_root, tmp_path, caplog):
+    """Finished (head, seed) runs kept in RUN_DIR/runs are reused when their inputs are unchanged."""
+    import logging
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference.run, run)
+    config = load_config(overrides=TINY + ["train.seeds=2", "compare.heads=[per_frame,lstm,conv1d,gru]",
+                                           f"runtime.cache_dir={reference.config.runtime.cache_dir}"])
+    with EncoderCounter() as counter, caplog.at_level(logging.INFO, logger="videoseq"):
+        metrics = compare_heads(tiny_root, run, config, progress=False)
+    assert counter.frames == 0
+    assert caplog.text.count("finished run, reused") == 3 * 2
+    for head in ("per_frame", "lstm", "conv1d"):
+        assert _strip(metrics)["models"][head] == _strip(reference.metrics)["models"][head]
+    assert metrics["models"]["gru"]["seeds"] == [0, 1]
+    assert sorted(p.name for p in (run / "runs").iterdir()) == ["conv1d", "gru", "lstm", "per_frame"]
+    saved = torch.load(run / "runs" / "gru" / "seed1" / "checkpoint.pt", weights_only=True)
+    assert set(saved) == {"fingerprint", "best_state", "state"} and saved["state"]["finished"]
 
 
 def test_compare_never_replaces_a_folder_with_other_files(reference, tiny_root, tmp_path):

@@ -218,10 +218,12 @@ def scan(root: str | os.PathLike, config: Config | str | os.PathLike | None = No
 
 
 def compare(root: str | os.PathLike, out: str | os.PathLike, config: Config | str | os.PathLike | None = None,
-            **overrides: Any) -> Comparison:
+            *, force: bool = False, **overrides: Any) -> Comparison:
     """Train `compare.heads` (default per_frame and lstm) on the same data and compare them on the
     test split, as `videoseq compare` does: writes the run folder `out` (metrics.json, report.md,
-    plots/, models/<head>/) and returns its metrics. A killed compare, rerun, continues where it stopped.
+    plots/, models/<head>/) and returns its metrics. A killed compare, rerun, continues where it stopped;
+    a compare into a folder built from the same config and videos returns it as it is, and finished
+    (head, seed) runs kept there are reused, unless `force`.
 
         result = videoseq.compare("data/demo", "runs/demo", "configs/demo.yaml", train__epochs=5)
         print(result)                                  # the table and the verdicts
@@ -229,7 +231,7 @@ def compare(root: str | os.PathLike, out: str | os.PathLike, config: Config | st
     from videoseq.learn.compare import compare_heads
 
     cfg = _config(config, overrides)
-    metrics = compare_heads(root, out, cfg, progress=cfg.runtime.progress)
+    metrics = compare_heads(root, out, cfg, progress=cfg.runtime.progress, force=force)
     return Comparison(Path(out), metrics)
 
 

@@ -71,10 +71,15 @@ def test_pipeline_reports_a_broken_video_then_reruns_without_extracting(
         first = _task_runs(client, extraction.id, "chunk-")
         assert len(first) == 4 and all(r.state.name == "Completed" for r in first)
 
+    written = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
     again = pipeline(root=str(tiny_dataset_with_broken), run_dir=str(run_dir), config=tiny_config,
                      chunk_size=5, return_state=True)
     assert again.is_completed(), again
     assert (again.result()["extracted"], again.result()["cached"]) == (0, 16)
+    # the same config and videos: the run directory is up to date, nothing trained or rewritten
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == written
+    assert again.result()["accuracy"] == summary["accuracy"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run")) == []
     with _client() as client:
         (extraction,) = _subflow_runs(client, again.state_details.flow_run_id)
         second = _task_runs(client, extraction.id, "chunk-")

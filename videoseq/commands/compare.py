@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", help="frame encoder, e.g. small_cnn or efficientnet_lite0")
     p.add_argument("--mode", choices=("frozen", "finetune"), help="train heads on cached features, or end to end")
     p.add_argument("--seeds", type=int, metavar="N", help="repeat every head with N seeds")
+    p.add_argument("--force", action="store_true",
+                   help="train every head again, even when RUN_DIR was built from the same config and videos "
+                        "or holds finished runs of them")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(p)
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from videoseq.learn.compare import compare_heads
     from videoseq.learn.report import table, verdicts
 
-    metrics = compare_heads(args.root, args.out, config, progress=config.runtime.progress and not args.quiet)
+    metrics = compare_heads(args.root, args.out, config, progress=config.runtime.progress and not args.quiet,
+                            force=args.force)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0

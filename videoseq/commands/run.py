@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of `videoseq run` to `p`."""
     p.add_argument("root", metavar="ROOT", help="dataset root (any of the three layouts)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--force", action="store_true",
+                   help="train every head again, even when RUN_DIR was built from the same config and videos")
     add_config_arguments(p)
 
 
@@ -70,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     keep_prefect_logs_to_prefect()
     summary = pipeline(root=args.root, run_dir=args.out, config=args.config, overrides=list(args.overrides),
-                       progress=config.runtime.progress)
+                       progress=config.runtime.progress, force=args.force)
     print_summary(summary)
     return 0

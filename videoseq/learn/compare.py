@@ -10,6 +10,11 @@ Kill-safe and resumable: everything is built in the work folder `.RUN_DIR.work` 
 into RUN_DIR in one step; the work folder is removed after that. RUN_DIR is thus at every instant absent,
 the previous complete run or the new one. Features and frames come from the on-disk caches, so a
 killed compare rerun continues from the work folder where it stopped and ends with the same numbers.
+
+Nothing done is done again (`learn.reuse`): a compare whose inputs (config, heads, seeds, videos and
+their content) are those of the complete run already in RUN_DIR returns its metrics and changes
+nothing; otherwise the finished (head, seed) runs kept in RUN_DIR/runs/ whose fingerprint still holds
+are reused without training, and only the others are trained. `force=True` trains everything again.
 `train_bundle` follows the same protocol with `.BUNDLE.work` and the bundle.
 """
 from __future__ import annotations
@@ -27,8 +32,9 @@ from videoseq.config import Config
 from videoseq.errors import ConfigError, OutputError
 from videoseq.io.atomic import check_replaceable, output_errors, recover_dir, replace_dir, work_dir
 from videoseq.learn import metrics as M
-from videoseq.learn.prepare import EventHook, prepare_data, whole_model
+from videoseq.learn.prepare import EventHook, load_index, prepare_data, whole_model
 from videoseq.learn.report import write_run
+from videoseq.learn.reuse import inputs_key, keep_runs, seed_work, up_to_date
 from videoseq.learn.runs import HeadRun, train_head
 from videoseq.models.bundle import FILES as BUNDLE_FILES, save_bundle
 from videoseq.runtime import resolve_device
@@ -51,30 +57,45 @@ def prepare_work(dest: Path, allowed: tuple[str, ...], *, what: str) -> Path:
 
 
 def compare_heads(root_or_index, out_dir: str | Path, config: Config, *, progress: bool = True,
-                  on_event: EventHook | None = None) -> dict:
-    """Train and test `config.compare.heads` x `config.train.seeds`; write RUN_DIR; return metrics.json."""
+                  on_event: EventHook | None = None, force: bool = False) -> dict:
+    """Train and test `config.compare.heads` x `config.train.seeds`; write RUN_DIR; return metrics.json.
+    RUN_DIR already built from the same inputs is returned as it is unless `force`."""
     t0 = time.perf_counter()
     out = Path(os.path.abspath(out_dir))
     heads = list(dict.fromkeys(config.compare.heads))
     if not heads:
         raise ConfigError("compare.heads: name at least one head, e.g. per_frame,lstm")
-    work = prepare_work(out, RUN_ENTRIES, what="run directory")
     emit: EventHook = on_event or (lambda stage, fraction: None)
+    device = resolve_device(config.runtime.device)
+    seeds = [config.train.seed + k for k in range(max(1, config.train.seeds))]
+    recover_dir(out)
+    check_replaceable(out, RUN_ENTRIES, what="run directory")      # before any work
+    index = load_index(root_or_index, config, progress=progress)
+    key = inputs_key(index, config, heads, seeds, device=device.type)
+    done = None if force else up_to_date(out, key, heads)
+    if done is not None:
+        log.info("%s is up to date (same config, heads, seeds and videos): nothing to do", out)
+        shutil.rmtree(work_dir(out), ignore_errors=True)     # a killed attempt's leftovers, if any
+        emit("report", 1.0)
+        return done
+    work = prepare_work(out, RUN_ENTRIES, what="run directory")
     with _named_after(out, work):
-        metrics = _build_run(root_or_index, out, work, config, heads, progress=progress, emit=emit, t0=t0)
+        if not force:
+            with output_errors(work):
+                seed_work(out, work)
+        metrics = _build_run(index, out, work, config, heads, seeds, key=key, device=device,
+                             progress=progress, emit=emit, t0=t0)
     shutil.rmtree(work, ignore_errors=True)
     emit("report", 1.0)
     return metrics
 
 
-def _build_run(root_or_index, out: Path, work: Path, config: Config, heads: list[str], *, progress: bool,
-               emit: EventHook, t0: float) -> dict:
+def _build_run(index, out: Path, work: Path, config: Config, heads: list[str], seeds: list[int], *,
+               key: str, device, progress: bool, emit: EventHook, t0: float) -> dict:
     """Train every (head, seed) with checkpoints in `work`, assemble the run directory in a fresh folder
     inside `work` and swap it into `out`; return the metrics."""
-    device = resolve_device(config.runtime.device)
-    data = prepare_data(root_or_index, config, device=device, progress=progress, emit=emit)
+    data = prepare_data(index, config, device=device, progress=progress, emit=emit)
     data.index.to_json(work / "index.json")
-    seeds = [config.train.seed + k for k in range(max(1, config.train.seeds))]
     runs: dict[str, list[HeadRun]] = {h: [] for h in heads}
     total, done = len(heads) * len(seeds), 0
     for seed in seeds:
@@ -88,7 +109,10 @@ def _build_run(root_or_index, out: Path, work: Path, config: Config, heads: list
     with output_errors(work):               # the new run directory, assembled whole before the swap
         staged = Path(tempfile.mkdtemp(dir=work, prefix="run.", suffix=".tmp"))
     data.index.to_json(staged / "index.json")
-    metrics = write_run(staged, data=data, runs=runs, config=config, seconds=time.perf_counter() - t0)
+    metrics = write_run(staged, data=data, runs=runs, config=config, seconds=time.perf_counter() - t0,
+                        extra={"inputs_key": key})
+    with output_errors(work):
+        keep_runs(work, staged, [(h, s) for h in heads for s in seeds])
     replace_dir(staged, out)
     return metrics
 

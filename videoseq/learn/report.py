@@ -223,9 +223,10 @@ def render_markdown(metrics: dict, plot_files: dict[str, str]) -> str:
 
 
 def write_run(out: Path, *, data: "Data", runs: dict[str, list["HeadRun"]], config: Config,
-              seconds: float) -> dict:
-    """Write models/, plots/, report.md and finally metrics.json; return the metrics."""
-    metrics = summarise(data, runs, config, seconds=seconds)
+              seconds: float, extra: dict | None = None) -> dict:
+    """Write models/, plots/, report.md and finally metrics.json (with the `extra` keys); return the
+    metrics."""
+    metrics = {**summarise(data, runs, config, seconds=seconds), **(extra or {})}
     save_bundles(out, data, runs, config, metrics)
     plot_files = write_plots(out, runs, metrics)
     atomic_write_text(out / "report.md", render_markdown(metrics, plot_files))

@@ -18,6 +18,7 @@ import torch
 from videoseq.config import Config, config_digest
 from videoseq.data.features import fold_input_normalization
 from videoseq.learn.prepare import Data, build_trainable, make_batches
+from videoseq.learn.reuse import results_config
 from videoseq.learn.train import EvalResult, FitResult, evaluate, fit
 from videoseq.runtime import torch_threads
 
@@ -33,12 +34,15 @@ class HeadRun(NamedTuple):
     model: torch.nn.Module      # best weights loaded; a VideoClassifier in finetune mode, else the head
 
 
-def run_fingerprint(data: Data, config: Config, head: str, seed: int) -> str:
-    """Names one training run: what it learns from and how. Resume only from the same fingerprint."""
-    cfg = config.to_dict()
-    cfg.pop("runtime")
+def run_fingerprint(data: Data, config: Config, head: str, seed: int, *, device: str) -> str:
+    """Names one training run: what it learns from and how (the config as it bears on the numbers,
+    head, seed, classes, and each usable video's path, label, split and content digest). Resume or
+    reuse only from the same fingerprint."""
+    from videoseq.data.cache import file_digest
+
+    cfg = results_config(config, device)
     cfg.pop("compare")
-    entries = sorted((e.path, e.label, e.split) for e in data.index.ok())
+    entries = sorted((e.path, e.label, e.split, file_digest(e.path)) for e in data.index.ok())
     return config_digest({"config": cfg, "head": head, "seed": seed, "classes": data.classes, "data": entries})
 
 
@@ -56,7 +60,7 @@ def train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path, 
         model = build_trainable(data, config, head, seed=seed)
         result = fit(model, train_b, val_b, config.train, device=device, progress=progress, on_epoch=on_epoch,
                      checkpoint=run_dir / "runs" / head / f"seed{seed}" / "checkpoint.pt",
-                     fingerprint=run_fingerprint(data, config, head, seed))
+                     fingerprint=run_fingerprint(data, config, head, seed, device=device.type))
         model.load_state_dict(result.best_state)
         if config.train.mode == "frozen":
             fold_input_normalization(model, *train_b.normalize)   # the head now takes raw features

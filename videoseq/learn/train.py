@@ -9,8 +9,11 @@ A model is either a bare temporal head trained on cached features (mode "frozen"
 
 `fit` runs AdamW with a cosine schedule after a linear warm-up, stops early on validation accuracy
 (ties broken by validation loss), keeps the best weights, and writes a checkpoint after every epoch
-(atomically) so a killed run resumes where it stopped and ends with the same result. A checkpoint
-that cannot be used (torn, corrupt, another run's) is ignored with a warning: that run starts over.
+(atomically) so a killed run resumes where it stopped and ends with the same result. When training
+ends the checkpoint is compacted to the finished run (fingerprint, best weights, loop state): `fit`
+called again with it returns that result without an epoch (`FitResult.reused`), which is how a
+compare reuses finished runs (learn/reuse.py). A checkpoint that cannot be used (torn, corrupt,
+another run's) is ignored with a warning: that run starts over.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ class FitResult(NamedTuple):
     best_state: dict            # the model's state_dict at best_epoch
     seconds: float              # training time summed over every (resumed) attempt
     resumed_from: int           # epochs already done when this call started (0 = fresh)
+    reused: bool = False        # the run was already finished: no epoch ran in this call
 
 
 def split_model(model: nn.Module) -> tuple[nn.Module | None, nn.Module]:
@@ -161,6 +165,16 @@ def fit(model: nn.Module, train_batches, val_batches, cfg: TrainConfig, *, devic
     best_state = copy.deepcopy(model.state_dict())
     ckpt = Path(checkpoint) if checkpoint else None
     saved = _load_checkpoint(ckpt, fingerprint) if ckpt is not None and ckpt.is_file() else None
+    finished = _finished(saved, state) if saved is not None else None
+    if finished is not None:
+        log.info("%s: finished run, reused (best epoch %d)", ckpt, finished[1]["best_epoch"])
+        best_state, state = finished
+        return FitResult(history=state["history"], best_epoch=state["best_epoch"],
+                         best_val_accuracy=state["best_acc"], best_val_loss=state["best_loss"],
+                         best_state=best_state, seconds=state["seconds"], resumed_from=state["epoch"],
+                         reused=True)
+    if saved is not None and "model" not in saved:
+        saved = None                                 # a compact record of an unfinished run: start over
     if saved is not None:
         fresh = (train_batches.generator.get_state(), torch.get_rng_state())
         try:
@@ -212,6 +226,8 @@ def fit(model: nn.Module, train_batches, val_batches, cfg: TrainConfig, *, devic
                 on_epoch(row)
     finally:
         bar.close()
+    if ckpt is not None and state["finished"]:      # keep only what a finished run is reused from
+        atomic_torch_save(ckpt, {"fingerprint": fingerprint, "best_state": best_state, "state": state})
     return FitResult(history=state["history"], best_epoch=state["best_epoch"],
                      best_val_accuracy=state["best_acc"], best_val_loss=state["best_loss"],
                      best_state=best_state, seconds=state["seconds"], resumed_from=resumed_from)
@@ -231,6 +247,18 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
         log.info("%s: checkpoint of a different run; training from scratch", path)
         return None
     return saved
+
+
+def _finished(saved: dict, template: dict) -> tuple[dict, dict] | None:
+    """(best_state, loop state) of a checkpoint whose run had finished, else None."""
+    try:
+        state = _checked_state(saved.get("state"), template)
+    except ValueError:
+        return None
+    best = saved.get("best_state")
+    if not state["finished"] or not isinstance(best, dict) or not state["history"]:
+        return None
+    return best, state
 
 
 def _checked_state(saved: object, template: dict) -> dict:
