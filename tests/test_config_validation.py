@@ -182,6 +182,8 @@ def test_weights_path_must_be_a_file(tmp_path):
     ("model.layers=0", "model.layers: expected an integer >= 1, got 0"),
     ("model.dropout=1", "model.dropout: expected a number >= 0 and < 1, got 1.0"),
     ("model.stream_dropout=1.5", "model.stream_dropout: expected a number >= 0 and <= 1, got 1.5"),
+    ("model.modality_dropout=1", "model.modality_dropout: expected a number >= 0 and < 1, got 1.0"),
+    ("model.stream_bottleneck=-1", "model.stream_bottleneck: expected an integer >= 0, got -1"),
     ("train.epochs=0", "train.epochs: expected an integer >= 1, got 0"),
     ("train.batch_size=0", "train.batch_size: expected an integer >= 1, got 0"),
     ("train.seeds=0", "train.seeds: expected an integer >= 1, got 0"),

@@ -234,3 +234,110 @@ def test_stream_dropout_hides_appearance_from_whole_clips_in_training_only():
         build_head("gru", D, C, motion_dim=M, stream_dropout=1.0)
     with pytest.raises(ValueError, match="motion_dim=12"):
         build_head("gru", D, C, motion_dim=D)
+
+
+# ----------------------------------------------------------------------------- one projection per stream
+
+DIMS = [2, 1, 3]     # three vector streams of a 6-d motion block: what StreamStack.vector_dims gives
+
+
+SUMMARIES = [torch.tensor([[0.5], [0.5]]), torch.tensor([[1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])]
+
+
+@pytest.mark.parametrize("bottleneck,summary", [(0, False), (2, False), (0, True)])
+@pytest.mark.parametrize("name", HEADS)
+def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottleneck, summary):
+    """Each vector stream read through its own Linear (after a bottleneck when asked), and with
+    summaries their fixed whole-frame poolings through one more; per_frame still reads the appearance
+    alone; the input normalisation folds into every first Linear (and pooling) exactly."""
+    from videoseq.data.features import fold_input_normalization
+
+    d = D + 6
+    torch.manual_seed(0)
+    head = build_head(name, d, C, hidden=8, dropout=0.2, motion_dim=6, stream_dims=DIMS,
+                      stream_bottleneck=bottleneck, modality_dropout=0.5,
+                      stream_summaries=SUMMARIES if summary else None).eval()
+    linears = head.embed.input_linears()
+    if name == "per_frame":
+        assert head.embed.streams is None and head.embed.motion is None and head.embed.pools is None
+        assert [(lin.in_features, s) for lin, s in linears] == [(D, slice(0, D))]
+    else:
+        assert head.embed.motion is None and len(head.embed.streams) == 3
+        assert [(lin.in_features, s.start, s.stop) for lin, s in linears[:4]] == \
+            [(D, 0, D), (2, D, D + 2), (1, D + 2, D + 3), (3, D + 3, D + 6)]
+        assert all(lin.out_features == (bottleneck or 8) for lin, _ in linears[1:4])
+        if summary:
+            assert [lin.weight.shape for lin, _ in linears[4:]] == [(1, 2), (1, 1), (2, 3)]
+            assert head.embed.summary[1].in_features == 4
+            assert not any(n.startswith("embed.pools") for n, _ in head.named_parameters())   # never trained
+        else:
+            assert len(linears) == 4 and head.embed.summary is None
+    torch.manual_seed(2)
+    raw = 3 + 5 * torch.randn(2, T, d)
+    mean, std = raw.mean(dim=(0, 1)), raw.std(dim=(0, 1))
+    with torch.no_grad():
+        expected = head((raw - mean) / std)
+        assert expected.shape == (2, C) and torch.equal(head((raw - mean) / std), expected)   # eval: deterministic
+        assert head.forward_steps((raw - mean) / std).shape == (2, T, C)
+        fold_input_normalization(head, mean, std)
+        torch.testing.assert_close(head(raw), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_per_frame_reads_no_stream_with_per_stream_projections():
+    head = build_head("per_frame", D + 6, C, hidden=8, motion_dim=6, stream_dims=DIMS,
+                      modality_dropout=0.3).eval()
+    x = torch.randn(2, T, D + 6)
+    other = x.clone()
+    other[..., D:] = torch.randn(2, T, 6)
+    assert torch.equal(head(x), head(other))
+
+
+def test_modality_dropout_hides_whole_streams_from_clips_but_never_all_of_them():
+    """In training each stream is hidden from a share p of the clips (all steps of a clip), never all
+    three from one clip; in eval mode nothing is hidden and the output is deterministic."""
+    head = build_head("lstm", D + 6, C, hidden=8, dropout=0.0, motion_dim=6, stream_dims=DIMS,
+                      modality_dropout=0.6)
+    torch.manual_seed(3)
+    x = torch.randn(2000, T, D + 6)
+    embed = head.embed
+    seen = []
+    for k, dims in enumerate(embed._vector_slices()):
+        other = x.clone()
+        other[..., dims] = torch.randn(2000, T, dims.stop - dims.start)    # a new stream k, the rest the same
+        head.train()
+        torch.manual_seed(4)
+        a = embed(x)
+        torch.manual_seed(4)
+        b = embed(other)
+        hidden = (a == b).all(dim=2)                                         # (N, T): stream k had no effect
+        assert torch.equal(hidden.all(dim=1), hidden.any(dim=1))             # a clip's steps all or none
+        seen.append(~hidden.all(dim=1))
+    seen = torch.stack(seen, dim=1)                                          # (N, 3): stream k read by clip n
+    assert seen.any(dim=1).all()                                             # never all hidden at once
+    # P(hidden) = p, less the all-hidden clips (p^3) given back one stream in three: 0.6 - 0.216/3
+    assert 0.48 < 1 - seen.float().mean().item() < 0.58
+    head.eval()
+    assert torch.equal(embed(x), embed(x))
+    with pytest.raises(ValueError, match="modality_dropout"):
+        build_head("lstm", D + 6, C, motion_dim=6, stream_dims=DIMS, modality_dropout=1.0)
+    with pytest.raises(ValueError, match="stream_dims"):
+        build_head("lstm", D + 6, C, motion_dim=6, stream_dims=[2, 2])
+
+
+def test_modality_dropout_with_one_stream_hides_nothing():
+    head = build_head("gru", D, C, hidden=8, dropout=0.0, motion_dim=M, modality_dropout=0.9).train()
+    x = torch.randn(50, T, D)
+    other = x.clone()
+    other[..., D - M:] = torch.randn(50, T, M)
+    assert not (head.embed(x) == head.embed(other)).all(dim=2).any()
+
+
+def test_per_stream_head_traces_to_the_eager_numbers():
+    """A traced per-stream head (what infer/export.py does) gives the eager head's numbers."""
+    torch.manual_seed(0)
+    head = build_head("lstm", D + 6, C, hidden=8, motion_dim=6, stream_dims=DIMS, stream_bottleneck=2,
+                      modality_dropout=0.3).eval()
+    x, y = torch.randn(2, T, D + 6), torch.randn(2, T, D + 6)
+    with torch.no_grad():
+        traced = torch.jit.trace(head, (x,))
+        torch.testing.assert_close(traced(y), head(y))

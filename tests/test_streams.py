@@ -125,13 +125,16 @@ def test_every_stream_is_causal(name, footage):
     assert out[:, 0].abs().max() == 0                                         # no frame before step 0
 
 
+@pytest.mark.parametrize("per_stream", [False, True])
 @pytest.mark.parametrize("motion", [*streams(), ALL])
 @pytest.mark.parametrize("head", list_heads())
-def test_no_stream_reaches_per_frame(motion, head, footage):
+def test_no_stream_reaches_per_frame(motion, head, per_stream, footage):
     """per_frame reads one frame at a time: replacing any stream's numbers changes nothing for it, and
-    changes every temporal head's output."""
+    changes every temporal head's output (one projection for all streams, or one per stream with
+    their whole-frame summaries)."""
     config = ModelConfig(encoder="small_cnn", weights=None, pooling="grid2", hidden=16, dropout=0.1,
-                         motion=motion, input_size=SIDE)
+                         motion=motion, input_size=SIDE, per_stream=per_stream, stream_summary=per_stream,
+                         modality_dropout=0.3 if per_stream else 0.0)
     torch.manual_seed(0)
     model = build_model(config, head, 3).eval()
     x = footage["slow"]
@@ -181,5 +184,24 @@ def test_the_image_stream_is_read_by_a_cnn_and_left_unstandardised():
     small = dataclasses.replace(ModelConfig(encoder="small_cnn", weights=None, hidden=16),
                                 motion="blockmatch+rgbdiff")
     head = build_model(small, "lstm", 2).head
+    # appearance, blockmatch's own Linear and its whole-frame pooling (model.per_stream, stream_summary)
     assert head.embed.image is not None and [lin.in_features for lin, _ in head.embed.input_linears()] == \
-        [head.in_dim - 144 - 3072, 144]
+        [head.in_dim - 144 - 3072, 144, 144]
+
+
+def test_stream_widths_and_whole_frame_summaries(footage):
+    """A stack's vector streams' widths (a per-stream head's Linears) and their summaries: the grid
+    streams' numbers averaged over the cells, photometric's whole-frame region."""
+    from videoseq.models.streams import summary_matrix
+
+    stack = build_motion("rgbdiff+blockmatch+photometric+speed")
+    assert stack.vector_dims == [144, 20, 48]
+    pools = stack.summary_matrices()
+    assert [tuple(p.shape) for p in pools] == [(144, 9), (20, 4), (48, 12)]
+    x = footage["fast"]
+    bm, ph, sp = BlockMatchMotion()(x), PhotometricStream()(x), SpeedStream()(x)
+    b, t = bm.shape[:2]
+    torch.testing.assert_close(bm @ pools[0], bm.reshape(b, t, 9, 16).mean(-1))
+    torch.testing.assert_close(ph @ pools[1], ph[..., :4])
+    torch.testing.assert_close(sp @ pools[2], sp.reshape(b, t, 12, 4).mean(-1))
+    assert torch.equal(summary_matrix(RGBDiffStream()), torch.eye(3072))

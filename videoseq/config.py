@@ -78,6 +78,10 @@ class ModelConfig:
     dropout: float = 0.3                 # on head inputs and between layers; a few hundred clips overfit easily
     stream_dropout: float = 0.7          # with motion: share of training clips a temporal head sees without appearance
     stream_norm: bool = False            # LayerNorm after the temporal streams' projection (it erases how large a change is)
+    per_stream: bool = True              # each temporal vector stream through its own Linear (False: one Linear for all)
+    stream_bottleneck: int = 0           # per_stream: each stream's Linear goes through this many dims first; 0 = none
+    stream_summary: bool = True          # per_stream: also read each stream's whole-frame summary (cells averaged)
+    modality_dropout: float = 0.3        # share of training clips each temporal stream is hidden from (never all at once)
     bidirectional: bool = False          # a causal head can also give a belief after each frame
 
 
@@ -231,6 +235,8 @@ def check_values(config: Config) -> None:
     _in_range("model.layers", m.layers, low=1)
     _in_range("model.dropout", m.dropout, low=0.0, below=1.0)
     _in_range("model.stream_dropout", m.stream_dropout, low=0.0, high=1.0)
+    _in_range("model.stream_bottleneck", m.stream_bottleneck, low=0)
+    _in_range("model.modality_dropout", m.modality_dropout, low=0.0, below=1.0)
     _one_of("train.mode", t.mode, TRAIN_MODES)
     for key in ("epochs", "batch_size", "seeds"):
         _in_range(f"train.{key}", getattr(t, key), low=1)

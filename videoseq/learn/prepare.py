@@ -143,7 +143,7 @@ def keep_image_stream_raw(norm: tuple[torch.Tensor, torch.Tensor], config: Confi
 
 def build_trainable(data: Data, config: Config, head: str, *, seed: int) -> torch.nn.Module:
     """A fresh head (frozen mode) or encoder + head (finetune), initialised from `seed`."""
-    from videoseq.models.classifier import build_model, feature_dims, image_shape
+    from videoseq.models.classifier import build_model, feature_dims, head_options
     from videoseq.models.heads import build_head
     from videoseq.models.streams import build_motion
 
@@ -151,11 +151,8 @@ def build_trainable(data: Data, config: Config, head: str, *, seed: int) -> torc
     m = config.model
     if config.train.mode == "frozen":
         motion = build_motion(m.motion)
-        in_dim, motion_dim = feature_dims(data.encoder, motion)
-        return build_head(head, in_dim, len(data.classes), hidden=m.hidden, layers=m.layers,
-                          dropout=m.dropout, bidirectional=m.bidirectional, motion_dim=motion_dim,
-                          stream_dropout=m.stream_dropout, image_shape=image_shape(motion),
-                          stream_norm=m.stream_norm)
+        in_dim, _ = feature_dims(data.encoder, motion)
+        return build_head(head, in_dim, len(data.classes), **head_options(m, motion))
     return build_model(m, head, len(data.classes))
 
 

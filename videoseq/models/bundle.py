@@ -355,7 +355,11 @@ def _config_of(path: Path, meta: dict[str, Any]) -> Config:
     raw = meta["config"]
     model = raw.get("model") if isinstance(raw, dict) else None
     if isinstance(model, dict) and "stream_norm" not in model:   # saved before the key existed: normalised
-        raw = {**raw, "model": {**model, "stream_norm": True}}
+        model = {**model, "stream_norm": True}
+        raw = {**raw, "model": model}
+    if isinstance(model, dict):   # keys saved bundles may predate: their absence means the older head
+        older = {"per_stream": False, "stream_bottleneck": 0, "stream_summary": False, "modality_dropout": 0.0}
+        raw = {**raw, "model": {**older, **model}}
     try:
         return dataclasses.replace(config_from_dict(raw), runtime=RuntimeConfig())
     except ConfigError as e:

@@ -105,12 +105,23 @@ def build_model(config: ModelConfig, head: str, num_classes: int, *,
     if freeze_encoder:
         encoder.freeze()
     motion = build_motion(config.motion)
-    in_dim, motion_dim = feature_dims(encoder, motion)
-    temporal = build_head(head, in_dim, num_classes, hidden=config.hidden, layers=config.layers,
-                          dropout=config.dropout, bidirectional=config.bidirectional, motion_dim=motion_dim,
-                          stream_dropout=config.stream_dropout, image_shape=image_shape(motion),
-                          stream_norm=config.stream_norm)
+    in_dim, _ = feature_dims(encoder, motion)
+    temporal = build_head(head, in_dim, num_classes, **head_options(config, motion))
     return VideoClassifier(encoder, temporal, motion=motion)
+
+
+def head_options(config: ModelConfig, motion: nn.Module | None) -> dict:
+    """The keyword arguments of `build_head` the model config and its temporal streams fix (all but
+    the name, input width and class count): training and bundle loading build the same head."""
+    per_stream = bool(config.per_stream) and motion is not None
+    return dict(hidden=config.hidden, layers=config.layers, dropout=config.dropout,
+                bidirectional=config.bidirectional, motion_dim=motion.out_dim if motion is not None else 0,
+                stream_dropout=config.stream_dropout, image_shape=image_shape(motion),
+                stream_norm=config.stream_norm,
+                stream_dims=list(getattr(motion, "vector_dims", [motion.out_dim])) if per_stream else None,
+                stream_bottleneck=config.stream_bottleneck if per_stream else 0,
+                modality_dropout=config.modality_dropout,
+                stream_summaries=motion.summary_matrices() if per_stream and config.stream_summary else None)
 
 
 def fold_batchnorm(module: nn.Module) -> int:

@@ -48,6 +48,8 @@ class StreamStack(nn.Module):
         self.out_dim = sum(s.out_dim for s in self.streams)
         self.image_shape: tuple[int, int, int] | None = images[0].image_shape if images else None
         self.vector_dim = self.out_dim - (math.prod(self.image_shape) if self.image_shape else 0)
+        # the widths of the vector streams, in output order (a head may project each on its own)
+        self.vector_dims: list[int] = [s.out_dim for s in self.streams if not getattr(s, "image_shape", None)]
 
     def parts(self) -> list[tuple[str, nn.Module, slice]]:
         """(name, stream, the dimensions of the stack's output it fills), in output order."""
@@ -57,6 +59,10 @@ class StreamStack(nn.Module):
             start += s.out_dim
         return out
 
+    def summary_matrices(self) -> list[torch.Tensor]:
+        """Per vector stream, the fixed (out_dim, s) pooling to its whole-frame summary (`summary_matrix`)."""
+        return [summary_matrix(s) for s in self.streams if not getattr(s, "image_shape", None)]
+
     def cache_id(self) -> str:
         """The streams' cache names joined by "+"."""
         return "+".join(s.cache_id() for s in self.streams)
@@ -65,6 +71,19 @@ class StreamStack(nn.Module):
         if len(self.streams) == 1:
             return self.streams[0](frames)
         return torch.cat([s(frames).float() for s in self.streams], dim=2)     # (B, T, M)
+
+
+def summary_matrix(stream: nn.Module) -> torch.Tensor:
+    """(out_dim, s): the whole-frame summary of a vector stream's output as a fixed linear map. Grid
+    streams (blockmatch, speed: consecutive runs of grid*grid cells) average each run over the cells;
+    photometric keeps its whole-frame region (its first 4 numbers); any other stream is kept whole."""
+    d = stream.out_dim
+    if isinstance(stream, (BlockMatchMotion, SpeedStream)):
+        cells = stream.grid * stream.grid
+        return torch.kron(torch.eye(d // cells), torch.full((cells, 1), 1.0 / cells))     # (d, d / cells)
+    if isinstance(stream, PhotometricStream):
+        return torch.eye(d)[:, :4]
+    return torch.eye(d)
 
 
 def motion_names(name: str | None) -> list[str]:
