@@ -7,7 +7,7 @@ For each size N a dataset of N short synthetic videos (task `direction`, 4 class
 64x64) is generated once under `--data` and reused by later invocations. For each N and each worker
 count W, a helper process starts a `dask.distributed.LocalCluster` of W single-threaded worker
 processes and runs the `pipeline` flow (flows/pipeline.py) on it (`runtime.task_runner=dask`) with a
-tiny frozen config (small_cnn, random weights, 32 px, 6 frames, 3 epochs) and a cache, fingerprint
+tiny frozen config (small_cnn, random weights, 32 px, 6 frames, 3 epochs, no temporal streams) and a cache, fingerprint
 store and Prefect home of its own; a second helper process then runs the flow again into the same run
 directory with the same caches (the nightly rerun on an unchanged dataset). Prefect runs against a
 test harness (a temporary SQLite database behind a local API server) in each helper; the server's
@@ -25,8 +25,9 @@ Per run:
   /proc/self/status on every worker before the cluster closes);
 - for the rerun: its wall time as a share of the first run's (target <= 15%), the bytes of video read
   to hash files in the flow process and on every worker (`videoseq.data.fingerprints.bytes_hashed`,
-  target 0), whether its metrics equal the first run's (wall-clock fields aside), its compare time and
-  the heads' training seconds it reports (`train_seconds` in metrics.json: > 0 when heads were trained).
+  target 0), whether its metrics equal the first run's (wall-clock fields aside), its compare time, and
+  whether compare found the run directory up to date (metrics.json not rewritten: nothing trained,
+  no feature loaded; learn/reuse.py).
 
 Printed: time per video per stage, the growth exponent k of time ~ N^k between consecutive sizes
 (k = log(t2/t1) / log(N2/N1)) per stage, peak memory per stage, and the rerun figures. Targets and
@@ -59,6 +60,7 @@ TINY = ["model.encoder=small_cnn", "model.weights=null", "model.pooling=grid2", 
         "sampling.frames=6", "sampling.size=32", "model.input_size=32", "sampling.train_views=2",
         "train.mode=frozen", "train.epochs=3", "train.batch_size=8", "train.patience=3", "train.seeds=1",
         "compare.heads=[per_frame,lstm]", "compare.bootstrap=50", "runtime.workers=0",
+        "model.motion=none",   # the temporal streams' cost is per video (benchmarks/streams.py); off here
         "runtime.progress=false", "runtime.device=cpu", "runtime.engine=torch"]
 TARGET_K = 1.1                 # growth exponent of every stage between 2,000 and 20,000 videos
 TARGET_RERUN = 0.15            # rerun wall time / first run's
@@ -181,6 +183,7 @@ def helper(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"pipeline flow ended {state.name}: {state.message}")
     summary = state.result()
     metrics = json.loads(Path(summary["metrics"]).read_text())
+    metrics_mtime_ns = Path(summary["metrics"]).stat().st_mtime_ns
     chunks = summary["chunks"]
     return {"flow_s": flow_s, "stage_s": timings.seconds, "stage_peak_mib": timings.peak_mib,
             "stage_entry_mib": timings.entry_mib,
@@ -194,7 +197,7 @@ def helper(spec: dict[str, Any]) -> dict[str, Any]:
             "worker_peak_mib": max((w["hwm_mib"] for w in workers), default=0.0),
             "worker_end_mib": max((w["rss_mib"] for w in workers), default=0.0),
             "workers_used": len({(r["host"], r["pid"]) for r in chunks if not r.get("cached_run")}),
-            "accuracy": summary["accuracy"], "metrics": metrics}
+            "accuracy": summary["accuracy"], "metrics": metrics, "metrics_mtime_ns": metrics_mtime_ns}
 
 
 # ---------------------------------------------------------------------------------------- parent side
@@ -262,6 +265,7 @@ def summarise(first: dict[str, Any], rerun: dict[str, Any], n: int, w: int) -> d
                   "chunks_cached": rerun["chunks_cached"], "chunks": rerun["chunks"],
                   "frames_encoded": rerun["frames_encoded"], "extracted": rerun["extracted"],
                   "train_s": train_seconds(rerun["metrics"]),
+                  "up_to_date": rerun["metrics_mtime_ns"] == first["metrics_mtime_ns"],
                   "metrics_equal": _strip(rerun["metrics"]) == _strip(first["metrics"])},
     }
 
@@ -317,7 +321,7 @@ def tables(result: dict[str, Any]) -> str:
     lines += ["", f"Rerun into the same run directory with the same caches (target: share <= "
               f"{TARGET_RERUN:.0%}, 0 bytes hashed, same metrics):", "",
               "| N | W | first s | rerun s | share | scan s | prepare s | compare s | chunks cached | "
-              "frames encoded | bytes hashed (first -> rerun) | train s (first -> rerun) | metrics equal |",
+              "frames encoded | bytes hashed (first -> rerun) | run directory | metrics equal |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         q = r["rerun"]
@@ -325,7 +329,7 @@ def tables(result: dict[str, Any]) -> str:
                      f"{q['share']:.0%} | {q['stage_s']['scan']:.2f} | {q['stage_s']['prepare']:.2f} | "
                      f"{q['stage_s']['compare']:.2f} | {q['chunks_cached']}/{q['chunks']} | "
                      f"{q['frames_encoded']} | {r['first_bytes_hashed']} -> {q['bytes_hashed']} | "
-                     f"{r['train_s']:.1f} -> {q['train_s']:.1f} | "
+                     f"{'kept (up to date)' if q['up_to_date'] else 'rebuilt'} | "
                      f"{'yes' if q['metrics_equal'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 

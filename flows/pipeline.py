@@ -8,8 +8,9 @@ Each step wraps a library function; the flow adds what orchestration is for:
 - the heavy stage fans out one `prepare-chunk` task per `chunk_size` usable videos on the configured
   task runner (flows/runners.py: threads on one machine, Dask across machines): frame extraction and,
   in frozen mode, the frozen features (encoder + temporal streams) of its videos
-  (`videoseq.learn.chunks.prepare_chunk`), cached by (file contents, views, sampling, encoder,
-  streams, cache folder): a rerun with no new videos prepares nothing; transient errors (OSError,
+  (`videoseq.learn.chunks.prepare_chunk`); a chunk whose record is in the caches (same file
+  contents, views, sampling, encoder, streams, cache folder: `prepared_record`) is not sent to a
+  worker at all, so a rerun with no new videos prepares nothing; transient errors (OSError,
   crashes) are retried, a broken video is reported by its chunk, marked failed in the index, and the
   flow goes on without it; compare-heads then finds every frame and feature cached and only trains
   and reports;
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from flows.runners import build_task_runner
 from videoseq.commands.common import check_config
-from videoseq.config import Config, config_digest, config_from_dict, load_config
+from videoseq.config import Config, config_from_dict, load_config
 from videoseq.errors import ConfigError, VideoseqError
 from videoseq.io.atomic import work_dir
 
@@ -100,24 +101,6 @@ def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
             "min_frames": index.min_frames}
 
 
-def _chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Same files (by content) + views + the config's sampling, frame size, caches, encoder and streams =
-    same cache entries: reuse the chunk's record."""
-    from videoseq.data.cache import file_digest
-    from videoseq.data.plan import extraction_plan
-    from videoseq.learn.chunks import encoder_key
-
-    cfg = config_from_dict(parameters["config"])
-    try:
-        digests = [[file_digest(path), views] for path, views in parameters["videos"]]
-    except (OSError, VideoseqError):
-        return None          # unreadable: no caching; the chunk itself reports the video
-    return "videoseq-chunk-" + config_digest({
-        "videos": digests, "sampling": parameters["config"]["sampling"], "encoder": encoder_key(cfg),
-        "engine": cfg.runtime.engine, "cache": str(extraction_plan(cfg).cache_dir.resolve()),
-        "min_frames": parameters.get("min_frames", 1)})
-
-
 def _chunk_run_name() -> str:
     from prefect.runtime import task_run
 
@@ -125,8 +108,7 @@ def _chunk_run_name() -> str:
     return f"chunk-{Path(videos[0][0]).name}+{len(videos) - 1}" if videos else "chunk-empty"
 
 
-@task(name="prepare-chunk", task_run_name=_chunk_run_name, cache_key_fn=_chunk_cache_key,
-      retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_is_transient)
+@task(name="prepare-chunk", task_run_name=_chunk_run_name, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_is_transient)
 def prepare_chunk_task(videos: list[list], config: dict[str, Any], min_frames: int = 1) -> dict[str, Any]:
     """Frames and (frozen mode) frozen features of a chunk of [path, views] pairs, on whichever worker
     runs it (`learn.chunks.prepare_chunk`); returns its JSON record (videos, frames encoded, clips
@@ -148,23 +130,38 @@ def prepare_videos(paths: list[str], views: list[int], config: dict[str, Any], m
     [[first path, reason]]}: "cached" counts the videos of chunks that were Prefect cache hits or
     decoded nothing; the videos of a chunk whose task failed are left to compare-heads, which
     extracts and encodes whatever is missing."""
+    from videoseq.learn.chunks import prepared_record
+
     logger = get_run_logger()
+    cfg = config_from_dict(config)
     videos = [[p, v] for p, v in zip(paths, views)]
     chunks = [videos[i:i + chunk_size] for i in range(0, len(videos), max(1, chunk_size))]
     artifact = create_progress_artifact(0.0, key="extraction-progress",
                                         description=f"frames and features of {len(paths)} videos "
                                                     f"in {len(chunks)} chunks")
-    futures = [prepare_chunk_task.submit(chunk, config, min_frames) for chunk in chunks]
-    chunk_of = {future.task_run_id: chunk for future, chunk in zip(futures, chunks)}
     outcome: dict[str, Any] = {"chunks": [], "extracted": 0, "cached": 0, "failed": [], "failed_chunks": []}
-    _stage(progress, f"extract and encode {len(paths)} videos in {len(chunks)} chunks")
-    bar = tqdm(total=len(paths), desc="prepare", unit="video", disable=not progress, leave=False)
-    for done, future in enumerate(as_completed(futures), 1):
+    todo = []
+    for chunk in chunks:                # chunks already prepared are not sent to a worker at all
+        record = prepared_record([(p, int(v)) for p, v in chunk], cfg, min_frames)
+        if record is None:
+            todo.append(chunk)
+        else:
+            outcome["chunks"].append(dict(record, cached_run=True))
+            outcome["cached"] += record["videos"]
+    if len(todo) < len(chunks):
+        logger.info("%d of %d chunks already prepared (records in the cache)", len(chunks) - len(todo), len(chunks))
+    futures = [prepare_chunk_task.submit(chunk, config, min_frames) for chunk in todo]
+    chunk_of = {future.task_run_id: chunk for future, chunk in zip(futures, todo)}
+    _stage(progress, f"extract and encode {len(paths)} videos in {len(chunks)} chunks"
+                     + (f" ({len(chunks) - len(todo)} already prepared)" if len(todo) < len(chunks) else ""))
+    bar = tqdm(total=len(paths), initial=len(paths) - sum(map(len, todo)), desc="prepare", unit="video",
+               disable=not progress, leave=False)
+    for done, future in enumerate(as_completed(futures), len(chunks) - len(todo) + 1):
         future.wait()
         state, chunk = future.state, chunk_of[future.task_run_id]
         bar.update(len(chunk))
         if state.is_completed():
-            record = dict(future.result(), cached_run=state.name == "Cached")
+            record = dict(future.result(), cached_run=False)
             outcome["chunks"].append(record)
             outcome["failed"].extend(record["failed"])
             fresh = 0 if record["cached_run"] else record["extracted"]
@@ -178,7 +175,7 @@ def prepare_videos(paths: list[str], views: list[int], config: dict[str, Any], m
             outcome["failed_chunks"].append([chunk[0][0], reason])
         update_progress_artifact(artifact, 100.0 * done / max(1, len(chunks)))
     bar.close()
-    if not chunks:
+    if not todo:
         update_progress_artifact(artifact, 100.0)
     workers = sorted({(r["host"], r["pid"]) for r in outcome["chunks"] if not r["cached_run"]})
     logger.info("chunks: %d videos extracted, %d from the caches, %d failed; %d frames encoded by %d "

@@ -322,3 +322,24 @@ def test_full_disk_stops_feature_caching_with_one_line_and_a_rerun_resumes(tmp_p
     assert again.encoded_frames == 4 * (len(entries) - len(written))   # only the missing ones encoded
     assert split.feats.shape == (len(entries), 1, 4, encoder.out_dim)
     assert torch.equal(load(FeatureStore(small_disk / "features", encoder)).feats, split.feats)
+
+
+def test_a_split_spilled_to_disk_equals_the_one_in_memory(tmp_path):
+    import torch
+
+    from videoseq.data.features import FeatureStore
+    from videoseq.data.split_file import DiskFeatures
+    from videoseq.models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("small_cnn").freeze()
+    index = scan_dataset(_dataset(tmp_path / "ds", 5), DataConfig(), workers=0)
+    entries, frame_cache = index.ok(), FrameCache(tmp_path / "frames")
+    store = FeatureStore(tmp_path / "features", encoder)
+    memory = store.load_split(entries, frame_cache, T4, size=16, views=2, classes=index.classes)
+    disk = store.load_split(entries, frame_cache, T4, size=16, views=2, classes=index.classes,
+                            spill=tmp_path / "work" / "train.npy", block=2)      # blocks of 2 videos
+    assert isinstance(disk.feats, DiskFeatures) and disk.feats.shape == tuple(memory.feats.shape)
+    assert torch.equal(disk.feats[0:len(entries)], memory.feats)
+    assert torch.equal(disk.mask, memory.mask) and torch.equal(disk.labels, memory.labels)
+    assert disk.paths == memory.paths

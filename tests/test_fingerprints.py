@@ -255,3 +255,35 @@ def test_an_extracted_video_is_never_read_again_by_a_later_process(tmp_path):
             f"hit = FrameCache({str(tmp_path / 'frames')!r}).ensure({str(video)!r}, SamplingConfig(frames=4), size=16);"
             "print(json.dumps([hit, bytes_hashed()]))")
     assert in_subprocess(code) == [True, 0]
+
+
+def test_a_scan_remembers_each_probe_until_the_file_changes(tmp_path, monkeypatch):
+    """A rescan of unchanged files opens none of them; an edited file is probed again."""
+    import videoseq.io.video as video
+    from media import write_opencv
+    from videoseq.data.dataset import probe_status
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "fp"))
+    clip = write_opencv(tmp_path / "a.avi", count=12, fourcc="MJPG")
+    short = write_opencv(tmp_path / "b.avi", count=3, fourcc="MJPG")
+    broken = make_file(tmp_path / "c.avi", size=3000)
+    opened: list[str] = []
+    real = video.probe
+
+    def counted(path, **kw):
+        opened.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(video, "probe", counted)
+    first = [probe_status(str(p), 8) for p in (clip, short, broken)]
+    assert first[0] == ("ok", 12, first[0][2]) and first[1][0].startswith("too short (3 < 8)")
+    assert first[2][0] and first[2][1] is None
+    assert len(opened) >= 3
+    opened.clear()
+    assert [probe_status(str(p), 8) for p in (clip, short, broken)] == first
+    assert opened == []                                        # every answer from the probe store
+    assert probe_status(str(clip), 20)[0] == "too short (12 < 20)" and opened   # another min_frames
+    opened.clear()
+    write_opencv(clip, count=9, fourcc="MJPG")                 # edited in place: a new stat key
+    assert probe_status(str(clip), 8)[:2] == ("ok", 9) and opened == [str(clip)]
+    assert sorted(p.name for p in (tmp_path / "fp").iterdir()) == ["probes"]

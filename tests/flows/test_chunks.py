@@ -64,7 +64,7 @@ def fingerprints(tmp_path, monkeypatch) -> Path:
 def test_a_chunk_reports_broken_videos_and_leaves_compare_nothing_to_do(tiny_dataset, tmp_path, fingerprints):
     from videoseq.data.dataset import scan_dataset
     from videoseq.data.plan import extraction_plan
-    from videoseq.learn.chunks import prepare_chunk
+    from videoseq.learn.chunks import prepare_chunk, prepared_record
     from videoseq.learn.prepare import prepare_data
 
     config = load_config(overrides=TINY + [f"runtime.cache_dir={tmp_path / 'cache'}"])
@@ -84,8 +84,17 @@ def test_a_chunk_reports_broken_videos_and_leaves_compare_nothing_to_do(tiny_dat
     assert result.frames_encoded == work.frames == 6 * clips and result.clips_streamed == clips
     assert json.loads(json.dumps(result.to_json()))["failed"] == [list(f) for f in result.failed]
 
+    # a chunk with failures leaves no record: it is tried again next time
+    assert prepared_record([*videos[:3], (str(cut), 2), (gone, 1), *videos[3:]], config) is None
+    assert prepared_record(videos, config) is None
     again = prepare_chunk(videos, config)                               # everything cached
     assert (again.extracted, again.clips_cached, again.frames_encoded, again.clips_streamed) == (0, clips, 0, 0)
+    # a chunk that prepared every video leaves its record, found by content, config and min_frames
+    assert prepared_record(videos, config) == again.to_json()
+    assert prepared_record(videos[1:], config) is None
+    assert prepared_record(videos, config, min_frames=4) is None
+    other = load_config(overrides=TINY + [f"runtime.cache_dir={tmp_path / 'cache'}", "sampling.frames=5"])
+    assert prepared_record(videos, other) is None
     with Counters() as compare:
         data = prepare_data(index, config, device=torch.device("cpu"), progress=False)
     assert (compare.frames, compare.decodes, compare.hashed) == (0, 0, 0)

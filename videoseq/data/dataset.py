@@ -156,7 +156,27 @@ def probe_status(path: str, min_frames: int) -> tuple[str, int | None, bool]:
     """(status, frames, exact): status "ok" or why the file is unusable; frames the packet count
     (exact=False) or a decoded count (exact=True), None when unreadable. Decodes the first frame only,
     unless the packets promise fewer than `min_frames` (then counts by decoding before calling the file
-    too short). Never raises: runs in pool workers."""
+    too short). Never raises: runs in pool workers. Remembered per file version and `min_frames` in
+    the probe store (`data.fingerprints.ProbeStore`): an unchanged file is not opened again."""
+    from videoseq.data.fingerprints import default_probe_store
+
+    def compute() -> list | None:
+        status, frames, exact, certain = _probe(path, min_frames)
+        return [min_frames, status, frames, exact] if certain else None
+
+    try:
+        value = default_probe_store().remembered(path, compute)
+    except (OSError, VideoReadError):            # cannot be stat'ed, or not a file: probe says why
+        value = None
+    if value is None or value[0] != min_frames:
+        status, frames, exact, _ = _probe(path, min_frames)
+        return status, frames, exact
+    return value[1], value[2], value[3]
+
+
+def _probe(path: str, min_frames: int) -> tuple[str, int | None, bool, bool]:
+    """`probe_status`'s answer, and whether it is certain (a file's property, not a chance failure:
+    an unforeseen decoder error is not remembered)."""
     from videoseq.io.video import probe
 
     try:
@@ -164,11 +184,11 @@ def probe_status(path: str, min_frames: int) -> tuple[str, int | None, bool]:
         if info.num_frames < min_frames and not info.frames_exact:
             info = probe(path, count_frames=True)
     except VideoReadError as e:
-        return e.reason, None, False
+        return e.reason, None, False, True
     except Exception as e:  # a decoder error we did not foresee must not end the scan
         first = (str(e).strip().splitlines() or [""])[0]
-        return f"unreadable: {type(e).__name__}: {first}".rstrip(": "), None, False
-    return length_status(info.num_frames, min_frames), int(info.num_frames), bool(info.frames_exact)
+        return f"unreadable: {type(e).__name__}: {first}".rstrip(": "), None, False, False
+    return length_status(info.num_frames, min_frames), int(info.num_frames), bool(info.frames_exact), True
 
 
 def length_status(num_frames: int, min_frames: int) -> str:

@@ -3,6 +3,7 @@
     store = FeatureStore(cache_dir / "features", encoder)
     split = store.load_split(index.ok("train"), frame_cache, sampling, size=64, views=2, classes=classes)
     split.feats   # (N, V, T, D) float32: V sampled views per video (train views are augmentation)
+    split = store.load_split(..., spill=work / "train.npy")   # the same, on disk, read a batch at a time
 
 An entry is keyed by (video content digest, sampling parameters, frame size, view) and by the
 encoder's identity: `encoder.cache_id()` plus a digest of its weights, so two randomly initialised
@@ -34,7 +35,7 @@ class SplitFeatures(NamedTuple):
     """The cached features of one split: features and masks per video and view, labels, and the
     video files, all in the same row order."""
 
-    feats: torch.Tensor    # (N, V, T, D) float32
+    feats: torch.Tensor    # (N, V, T, D) float32 (a torch tensor, or split_file.DiskFeatures on disk)
     mask: torch.Tensor     # (N, V, T) bool, False on padded steps
     labels: torch.Tensor   # (N,) int64 class indices
     paths: list[str]       # (N,) video files, in the order of the rows
@@ -57,17 +58,24 @@ def encoder_identity(encoder: torch.nn.Module) -> str:
     return f"{readable[:60]}-{hashlib.blake2b(cid.encode(), digest_size=6).hexdigest()}"
 
 
-def feature_stats(split: SplitFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std over every valid frame of a split: (D,), (D,) float32.
+def feature_stats(split: SplitFeatures, *, block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every valid frame of a split: (D,), (D,) float32, accumulated
+    in float64 over blocks of `block` videos (a split on disk is never read whole).
 
     The std is floored at a tenth of the typical std, so dimensions that are (almost) constant in
     training cannot blow up an unseen value at test time.
     """
-    valid = split.feats[split.mask].float()                        # (frames, D)
-    mean = valid.mean(dim=0)
-    var = valid.var(dim=0, unbiased=False)
+    n, dim = len(split.labels), split.feats.shape[-1]
+    total, squares, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64), 0
+    for start in range(0, n, block):
+        valid = split.feats[start:start + block][split.mask[start:start + block]].double()   # (frames, D)
+        total += valid.sum(dim=0)
+        squares += (valid * valid).sum(dim=0)
+        count += len(valid)
+    mean = total / max(1, count)
+    var = (squares / max(1, count) - mean * mean).clamp_min(0)
     eps2 = 0.01 * var.mean().clamp_min(1e-12)
-    return mean, (var + eps2).sqrt()
+    return mean.float(), (var + eps2).sqrt().float()
 
 
 def fold_input_normalization(head: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -132,18 +140,52 @@ class FeatureStore:
         return (folder or self.dir) / f"{file_digest(path)}-{params}-v{view}.npz"
 
     def load_split(self, entries: Sequence, frame_cache, sampling: SamplingConfig, *, size: int,
-                   views: int, classes: Sequence[str], progress: bool = False) -> SplitFeatures:
-        """Features of `views` views of every entry (computing only missing ones), stacked per split."""
-        refs = [ClipRef(e.path, v) for e in entries for v in range(views)]
-        arrays = self.features(refs, frame_cache, sampling, size=size, progress=progress)
+                   views: int, classes: Sequence[str], progress: bool = False,
+                   spill: str | Path | None = None, block: int = 256) -> SplitFeatures:
+        """Features of `views` views of every entry (computing only missing ones), stacked per split.
+
+        With `spill` (a file path) the stacked (N, V, T, D) array is written there `block` videos at a
+        time and read back a batch at a time (`split_file.DiskFeatures`): memory stays that of a block
+        however many videos the split has. Without it the array is held in memory (a torch tensor)."""
         n, t = len(entries), sampling.frames
-        feats = np.stack([a[0] for a in arrays]) if arrays else np.zeros((0, t, 0), self.dtype)
-        mask = np.stack([a[1] for a in arrays]) if arrays else np.zeros((0, t), bool)
-        feats = feats.reshape(n, views, t, -1)                      # (N, V, T, D)
-        mask = mask.reshape(n, views, t)                            # (N, V, T)
         labels = torch.tensor([list(classes).index(e.label) for e in entries], dtype=torch.int64)
-        return SplitFeatures(torch.from_numpy(feats), torch.from_numpy(mask), labels,
-                             [e.path for e in entries])
+        paths = [e.path for e in entries]
+        if spill is None:
+            refs = [ClipRef(e.path, v) for e in entries for v in range(views)]
+            feats, mask = self._stacked(refs, frame_cache, sampling, size=size, progress=progress)
+            return SplitFeatures(torch.from_numpy(feats.reshape(n, views, t, -1)),      # (N, V, T, D)
+                                 torch.from_numpy(mask.reshape(n, views, t)), labels, paths)
+        from tqdm.auto import tqdm
+
+        from videoseq.data.split_file import DiskFeatures, SplitWriter
+
+        masks, writer = np.zeros((n, views, t), bool), None
+        bar = tqdm(total=n, desc="features", unit="video", disable=not progress or n <= block, leave=False)
+        try:
+            for start in range(0, n, block):
+                part = entries[start:start + block]
+                refs = [ClipRef(e.path, v) for e in part for v in range(views)]
+                feats, mask = self._stacked(refs, frame_cache, sampling, size=size, progress=False)
+                if writer is None:
+                    writer = SplitWriter(spill, n=n, views=views, steps=t, dim=feats.shape[-1])
+                writer.write(start, feats.reshape(len(part), views, t, -1))
+                masks[start:start + len(part)] = mask.reshape(len(part), views, t)
+                bar.update(len(part))
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        if writer is None:                                   # no entries: an empty in-memory split
+            return SplitFeatures(torch.zeros(0, views, t, 0), torch.from_numpy(masks), labels, paths)
+        return SplitFeatures(DiskFeatures(spill), torch.from_numpy(masks), labels, paths)
+
+    def _stacked(self, refs: Sequence[ClipRef], frame_cache, sampling: SamplingConfig, *, size: int,
+                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(feats (R, T, D), mask (R, T)) of `refs`, stacked in order."""
+        arrays = self.features(refs, frame_cache, sampling, size=size, progress=progress)
+        if not arrays:
+            return np.zeros((0, sampling.frames, 0), self.dtype), np.zeros((0, sampling.frames), bool)
+        return np.stack([a[0] for a in arrays]), np.stack([a[1] for a in arrays])
 
     def features(self, refs: Sequence[ClipRef], frame_cache, sampling: SamplingConfig, *, size: int,
                  progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -165,19 +165,25 @@ class FingerprintStore:
             if len(raw) > MAX_ENTRY_BYTES:
                 raise ValueError(f"{len(raw)} bytes or more")
             record = json.loads(raw)
-            digest = record["digest"]
+            value = record[self.FIELD]
             stored = (record["format"], record["path"], record["size"], record["mtime_ns"], record["ino"],
                       record["ctime_ns"])
-            if not (isinstance(digest, str) and _HEX128.fullmatch(digest)):
-                raise ValueError(f"digest {digest!r}")
+            if not self._valid(value):
+                raise ValueError(f"{self.FIELD} {value!r}")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            log.debug("fingerprint entry %s is unusable (%s: %s); hashing again", entry, type(e).__name__, e)
+            log.debug("%s entry %s is unusable (%s: %s); computing again", self.FIELD, entry, type(e).__name__, e)
             return None
-        return digest if stored == (STORE_FORMAT, *key) else None
+        return value if stored == (STORE_FORMAT, *key) else None
 
-    def _save(self, key: StatKey, digest: str) -> None:
+    FIELD = "digest"                 # the entry's value: a content digest
+
+    @staticmethod
+    def _valid(value: object) -> bool:
+        return isinstance(value, str) and _HEX128.fullmatch(value) is not None
+
+    def _save(self, key: StatKey, digest) -> None:
         # the path as JSON text: undecodable bytes are surrogate escapes, which JSON keeps as \udcXX
-        text = json.dumps({"format": STORE_FORMAT, **key._asdict(), "digest": digest}) + "\n"
+        text = json.dumps({"format": STORE_FORMAT, **key._asdict(), self.FIELD: digest}) + "\n"
         try:
             atomic_write_text(self.entry_path(key), text)
         except (OutputError, OSError) as e:        # full, read-only, not a folder, ...
@@ -188,12 +194,53 @@ class FingerprintStore:
                 log.warning("fingerprint store %s cannot be written (%s); file digests are computed but "
                             "not remembered", self.root, e)
 
-    def _remember(self, key: StatKey, digest: str) -> None:
+    def remembered(self, path: str | Path, compute):
+        """The value stored for `path`'s current stat key, else `compute()` stored (when the file did
+        not change meanwhile and the value is not None) and returned."""
+        key = stat_key(path)
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = self.lookup(key)
+        if value is None:
+            value = compute()
+            if value is None or not _unchanged(key):
+                return value
+            self._save(key, value)
+        self._remember(key, value)
+        return value
+
+    def _remember(self, key: StatKey, digest) -> None:
         with self._lock:
             self._memo[key] = digest
             self._memo.move_to_end(key)
             while len(self._memo) > MEMO_SIZE:
                 self._memo.popitem(last=False)
+
+
+class ProbeStore(FingerprintStore):
+    """What a scan learnt about a file (status, frame count, whether exact, for a `min_frames`), kept
+    like the fingerprints, keyed by the file's stat key, under `<fingerprint store>/probes/`: a rerun
+    of a scan over unchanged files opens none of them."""
+
+    FIELD = "probe"
+
+    @staticmethod
+    def _valid(value: object) -> bool:
+        return (isinstance(value, list) and len(value) == 4 and isinstance(value[0], int)
+                and isinstance(value[1], str) and (value[2] is None or isinstance(value[2], int))
+                and isinstance(value[3], bool))
+
+
+def default_probe_store() -> ProbeStore:
+    """The probe store under `default_root()` (read from the environment on every call), one per folder."""
+    root = default_root() / "probes"
+    with _lock:
+        store = _stores.get(root)
+        if store is None:
+            store = _stores[root] = ProbeStore(root)
+    return store  # type: ignore[return-value]
 
 
 def _unchanged(key: StatKey) -> bool:

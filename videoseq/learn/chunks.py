@@ -13,20 +13,30 @@ it (seeded by `train.seed`, frozen), so the features land under the encoder iden
 A video that cannot be decoded, is shorter than `min_frames`, or whose features cannot be computed
 is reported in `failed` and the chunk goes on; only an `OutputError` (a cache that cannot be
 written, e.g. a full disk) stops the chunk.
+
+A chunk that prepared all its videos leaves its record in the caches, `<cache>/chunks/<key>.json`,
+keyed by `chunk_key` (its files' content digests and views, the sampling, the encoder and streams,
+the engine, `min_frames`): `prepared_record` finds it without touching a frame, so an orchestrator
+skips chunks already done without sending them to a worker. A chunk with a failed video leaves no
+record (the failure may be fixed without changing the file: it is tried again next time). The
+records live beside the entries they describe: clearing the cache folder clears them too.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
 
 from videoseq.config import Config, config_digest
 from videoseq.data.plan import extraction_plan
-from videoseq.errors import OutputError, VideoReadError
+from videoseq.errors import OutputError, VideoReadError, VideoseqError
+from videoseq.io.atomic import atomic_write_text
 
 _encoders: dict[str, tuple[torch.nn.Module, torch.nn.Module | None]] = {}
 _encoders_lock = threading.Lock()     # builds are seeded from torch's global RNG: one at a time
@@ -57,6 +67,45 @@ def encoder_key(config: Config) -> str:
     (random-init weights come from it) and `train.mode`."""
     return config_digest({"model": config.to_dict()["model"], "seed": config.train.seed,
                           "mode": config.train.mode})
+
+
+def chunk_key(videos: Sequence[tuple[str, int]], config: Config, min_frames: int | None = None) -> str | None:
+    """What decides a chunk's cache entries and record: its files by content digest, their views, the
+    sampling section, the encoder and streams (`encoder_key`), the engine, the cache folder and
+    `min_frames` (None: `data.min_frames`). None when a file cannot be read (no record for it)."""
+    from videoseq.data.cache import file_digest
+
+    try:
+        digests = [[file_digest(path), int(views)] for path, views in videos]
+    except (OSError, VideoseqError):
+        return None
+    plan = extraction_plan(config)
+    return config_digest({
+        "videos": digests, "sampling": config.to_dict()["sampling"], "encoder": encoder_key(config),
+        "engine": config.runtime.engine, "cache": str(plan.cache_dir.resolve()),
+        "min_frames": config.data.min_frames if min_frames is None else min_frames})
+
+
+def record_path(config: Config, key: str) -> Path:
+    """Where the record of the chunk with `key` is kept: `<cache>/chunks/<key[:2]>/<key>.json`."""
+    return extraction_plan(config).cache_dir / "chunks" / key[:2] / f"{key}.json"
+
+
+def prepared_record(videos: Sequence[tuple[str, int]], config: Config,
+                    min_frames: int | None = None) -> dict | None:
+    """The record of an earlier `prepare_chunk` of exactly these videos (by content) and config that
+    prepared them all, or None. Reads each file's fingerprint (`data.fingerprints`), never a video."""
+    key = chunk_key(videos, config, min_frames)
+    if key is None:
+        return None
+    try:
+        record = json.loads(record_path(config, key).read_text())
+    except (OSError, ValueError):
+        return None
+    fields = set(ChunkResult._fields)
+    if not isinstance(record, dict) or set(record) != fields or record["failed"] or record["videos"] != len(videos):
+        return None
+    return record
 
 
 def encoder_for(config: Config) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -119,10 +168,15 @@ def prepare_chunk(videos: Sequence[tuple[str, int]], config: Config, *,
     encoded = streamed = 0
     if config.train.mode == "frozen" and ok:
         encoded, streamed = _encode(ok, config, cache, resolve_device(device or config.runtime.device), failed)
-    return ChunkResult(videos=len(videos), extracted=extracted, clips_extracted=clips_extracted,
-                       clips_cached=clips_cached, frames_encoded=encoded, clips_streamed=streamed,
-                       failed=[(p, failed[p]) for p, _ in videos if p in failed], pid=os.getpid(),
-                       host=socket.gethostname(), seconds=time.perf_counter() - t0)
+    result = ChunkResult(videos=len(videos), extracted=extracted, clips_extracted=clips_extracted,
+                         clips_cached=clips_cached, frames_encoded=encoded, clips_streamed=streamed,
+                         failed=[(p, failed[p]) for p, _ in videos if p in failed], pid=os.getpid(),
+                         host=socket.gethostname(), seconds=time.perf_counter() - t0)
+    if not failed:
+        key = chunk_key(videos, config, least)
+        if key is not None:
+            atomic_write_text(record_path(config, key), json.dumps(result.to_json()) + "\n")
+    return result
 
 
 def _encode(videos: list[tuple[str, int]], config: Config, cache, device: torch.device,

@@ -94,7 +94,7 @@ def _build_run(index, out: Path, work: Path, config: Config, heads: list[str], s
                key: str, device, progress: bool, emit: EventHook, t0: float) -> dict:
     """Train every (head, seed) with checkpoints in `work`, assemble the run directory in a fresh folder
     inside `work` and swap it into `out`; return the metrics."""
-    data = prepare_data(index, config, device=device, progress=progress, emit=emit)
+    data = prepare_data(index, config, device=device, progress=progress, emit=emit, spill=work / "features")
     data.index.to_json(work / "index.json")
     runs: dict[str, list[HeadRun]] = {h: [] for h in heads}
     total, done = len(heads) * len(seeds), 0
@@ -135,7 +135,8 @@ def train_bundle(root_or_index, dest: str | Path, config: Config, *, head: str, 
     dest = Path(os.path.abspath(dest))
     work = prepare_work(dest, BUNDLE_FILES, what="model bundle")   # checkpoints: a killed train resumes
     device = resolve_device(config.runtime.device)
-    data = prepare_data(root_or_index, config, device=device, progress=progress, emit=emit)
+    data = prepare_data(root_or_index, config, device=device, progress=progress, emit=emit,
+                        spill=work / "features")
     with _named_after(dest, work):
         run = train_head(data, config, head, config.train.seed, work, device=device, progress=progress,
                          on_epoch=lambda row: emit("train", row["epoch"] / config.train.epochs))

@@ -11,6 +11,7 @@ features.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
@@ -58,8 +59,10 @@ def check_mode(config: Config) -> None:
 
 
 def prepare_data(root_or_index, config: Config, *, device: torch.device, progress: bool,
-                 emit: EventHook | None = None) -> Data:
-    """Scan (if needed), extract frames (cached), and in frozen mode compute features (cached)."""
+                 emit: EventHook | None = None, spill: Path | None = None) -> Data:
+    """Scan (if needed), extract frames (cached), and in frozen mode compute features (cached).
+    With `spill` (a folder) each split's stacked features are written there as `<split>.npy` and read
+    a batch at a time (`FeatureStore.load_split`): memory does not grow with the number of videos."""
     from videoseq.data.cache import FrameCache, extract_dataset
     from videoseq.models.encoders import build_encoder
 
@@ -91,7 +94,8 @@ def prepare_data(root_or_index, config: Config, *, device: torch.device, progres
         store = FeatureStore(plan.features_dir, encoder, device=device, motion=build_motion(config.model.motion),
                              engine=config.runtime.engine)
         feats = {s: store.load_split(e, frame_cache, plan.sampling, size=plan.size, views=plan.views(s),
-                                     classes=classes, progress=progress)
+                                     classes=classes, progress=progress,
+                                     spill=None if spill is None else Path(spill) / f"{s}.npy")
                  for s, e in splits.items()}
         log.info("features: %d frames encoded, the rest from the cache", store.encoded_frames)
         emit("features", 1.0)
