@@ -1,12 +1,14 @@
 """Which temporal streams the temporal heads need: every real-footage task x every stream set x 3 seeds.
 
     .venv/bin/python benchmarks/streams.py [--data DIR] [--tasks real_cut,...] [--sets none,blockmatch,...]
+        [--set model.stream_summary=false ...] [--out FILE]
 
 For each task it generates the dataset once (`videoseq generate --task T`, seed 0 unless listed
 below), then runs `compare` (per_frame vs lstm, configs/default.yaml, `--seeds 3`) once per stream set
 (`--set model.motion=SET`), features encoded by PyTorch (`runtime.engine=torch`). The encoder's features are computed once per task and each stream once
 (data/features.py caches them apart), so a stream set costs its streams and the heads' training.
-Finished runs are kept under DATA/runs and reused: a rerun only computes what is missing.
+Runs are kept under DATA/runs: a rerun with the same config finds them up to date and trains nothing;
+after a change of configs/default.yaml only what the change touches is trained again.
 
 Prints, and writes to docs/benchmarks/streams-figures.md: per task and stream set, the test accuracy
 of per_frame and lstm per seed, their mean over seeds and the 95% interval of the seeds' pooled
@@ -48,14 +50,24 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return (100 * max(0.0, c - h), 100 * min(1.0, c + h))
 
 
-def run_one(data: Path, run: Path, motion: str, seeds: int) -> dict:
-    """The metrics of one compare (reused when the run is complete)."""
-    import videoseq
+def run_one(data: Path, run: Path, motion: str, seeds: int, sets: list[str]) -> dict:
+    """The metrics of one compare: a run folder built from the same config and videos is returned as
+    it is, finished (head, seed) runs in it are reused (learn/reuse.py), anything else is trained.
+    `sets`: more `section.key=value` overrides, after the stream set."""
+    from videoseq.commands.common import check_config
+    from videoseq.config import load_config
+    from videoseq.learn.compare import compare_heads
 
-    if not (run / "metrics.json").is_file():
-        videoseq.compare(data, run, "configs/default.yaml", model__motion=motion, train__seeds=seeds,
-                         runtime__progress=False, runtime__engine="torch")
-    return json.loads((run / "metrics.json").read_text())
+    config = load_config("configs/default.yaml", overrides=[f"model.motion={motion}", f"train.seeds={seeds}",
+                                                            "runtime.progress=false", "runtime.engine=torch",
+                                                            *sets])
+    check_config(config)
+    return compare_heads(data, run, config, progress=False)
+
+
+def variant_name(sets: list[str]) -> str:
+    """The run folder suffix of the extra overrides: "" for none, else "@key=value,..."."""
+    return "@" + ",".join(s.replace("/", "_") for s in sets) if sets else ""
 
 
 def summary(metrics: dict, head: str) -> dict:
@@ -74,8 +86,13 @@ def main() -> int:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="another config override for every run (repeatable), e.g. model.per_stream=false; "
+                         "runs go to folders named after them")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--no-write", action="store_true", help=f"do not write {FIGURES.relative_to(ROOT)}")
+    ap.add_argument("--no-write", action="store_true", help="do not write the figures file")
+    ap.add_argument("--out", type=Path, default=FIGURES,
+                    help=f"figures file to (over)write (default {FIGURES.relative_to(ROOT)})")
     args = ap.parse_args()
     os.chdir(ROOT)
     import videoseq
@@ -90,7 +107,8 @@ def main() -> int:
         generate_dataset(data, task=task, videos_per_class=vpc, seed=seed, progress=False)
         for motion in sets:
             t0 = time.time()
-            metrics = run_one(data, args.data / "runs" / f"{task}-{vpc}-s{seed}" / motion, motion, args.seeds)
+            run = args.data / "runs" / f"{task}-{vpc}-s{seed}" / (motion + variant_name(args.overrides))
+            metrics = run_one(data, run, motion, args.seeds, args.overrides)
             row = {h: summary(metrics, h) for h in ("per_frame", "lstm")}
             row["seconds"] = round(time.time() - t0, 1)
             results.setdefault(task, {})[motion] = row
@@ -104,16 +122,27 @@ def main() -> int:
     return 0
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository root when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> None:
     """The ablation as markdown: one table per task, a row per stream set."""
     from videoseq.io.atomic import atomic_write_text
 
     load = os.getloadavg()[0]
     lines = ["# Temporal streams: ablation on the real-footage tasks (written by benchmarks/streams.py)", "",
-             f"`.venv/bin/python benchmarks/streams.py --tasks {','.join(tasks)} --sets {','.join(sets)}`", "",
+             f"`.venv/bin/python benchmarks/streams.py --tasks {','.join(tasks)} --sets {','.join(sets)}"
+             + "".join(f" --set {o}" for o in args.overrides)
+             + (f" --out {_shown(args.out)}`" if args.out != FIGURES else "`"), "",
              f"{datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} cores, load {load:.1f} at the end "
              "(runs already finished under DATA/runs are reused). configs/default.yaml, "
-             f"`--seeds {args.seeds}`, `--set model.motion=SET runtime.engine=torch`; test accuracy (%) per "
+             f"`--seeds {args.seeds}`, `--set model.motion=SET runtime.engine=torch`"
+             + "".join(f" `{o}`" for o in args.overrides) + "; test accuracy (%) per "
              "seed, the mean, and the 95% Wilson interval "
              "of all seeds' test predictions pooled. per_frame never reads a stream: its rows differ only "
              "by training noise.", ""]
@@ -133,7 +162,7 @@ def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> Non
                          f"{' / '.join(map(str, ls['per_seed']))} | **{ls['mean']}** "
                          f"[{ls['pooled_ci95'][0]}, {ls['pooled_ci95'][1]}] |")
         lines.append("")
-    atomic_write_text(FIGURES, "\n".join(lines))
+    atomic_write_text(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Parameters and task inputs/outputs are JSON values and paths, never arrays.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,17 +89,22 @@ def scan(root: str, config: dict[str, Any], work: str, progress: bool = False) -
 @task(name="plan-extraction")
 def plan_extraction(index_path: str, config: dict[str, Any]) -> dict[str, Any]:
     """What to extract, exactly as compare will read it: usable videos with their views (train videos
-    get `sampling.train_views`, others 1), the frame size, the frame cache folder, and the index's
-    min_frames (scan judged lengths by packet counts; extraction checks the decoded counts)."""
+    get `sampling.train_views`, others 1), written as JSON `[[path, views], ...]` to `videos.json`
+    beside the index (a dataset's list of files is a file, not a flow parameter: Prefect stores
+    parameters with every run); returns that file's path, the video count, the frame size, the frame
+    cache folder, and the index's min_frames (scan judged lengths by packet counts; extraction checks
+    the decoded counts)."""
     from videoseq.data.dataset import DatasetIndex
     from videoseq.data.plan import extraction_plan
+    from videoseq.io.atomic import atomic_write_json
 
     plan = extraction_plan(config_from_dict(config))
     index = DatasetIndex.from_json(index_path)
     entries = index.ok()
-    return {"paths": [e.path for e in entries], "views": [plan.views(e.split) for e in entries],
-            "size": plan.size, "cache_root": str(plan.frames_dir),
-            "min_frames": index.min_frames}
+    videos = Path(index_path).with_name("videos.json")
+    atomic_write_json(videos, [[e.path, plan.views(e.split)] for e in entries], indent=None)
+    return {"videos_file": str(videos), "videos": len(entries), "size": plan.size,
+            "cache_root": str(plan.frames_dir), "min_frames": index.min_frames}
 
 
 def _chunk_run_name() -> str:
@@ -123,9 +129,10 @@ def prepare_chunk_task(videos: list[list], config: dict[str, Any], min_frames: i
 
 
 @flow(name="prepare-videos")
-def prepare_videos(paths: list[str], views: list[int], config: dict[str, Any], min_frames: int = 1,
+def prepare_videos(videos_file: str, config: dict[str, Any], min_frames: int = 1,
                    chunk_size: int = CHUNK_SIZE, progress: bool = False) -> dict[str, Any]:
-    """Fan out one `prepare-chunk` task per `chunk_size` videos on the flow's task runner. Returns
+    """Fan out one `prepare-chunk` task per `chunk_size` videos of `videos_file` (JSON `[[path,
+    views], ...]`, as `plan_extraction` writes it) on the flow's task runner. Returns
     {"chunks": [record], "extracted": n, "cached": n, "failed": [[path, reason]], "failed_chunks":
     [[first path, reason]]}: "cached" counts the videos of chunks that were Prefect cache hits or
     decoded nothing; the videos of a chunk whose task failed are left to compare-heads, which
@@ -134,7 +141,8 @@ def prepare_videos(paths: list[str], views: list[int], config: dict[str, Any], m
 
     logger = get_run_logger()
     cfg = config_from_dict(config)
-    videos = [[p, v] for p, v in zip(paths, views)]
+    videos = [[str(p), int(v)] for p, v in json.loads(Path(videos_file).read_text())]
+    paths = [p for p, _ in videos]
     chunks = [videos[i:i + chunk_size] for i in range(0, len(videos), max(1, chunk_size))]
     artifact = create_progress_artifact(0.0, key="extraction-progress",
                                         description=f"frames and features of {len(paths)} videos "
@@ -278,7 +286,7 @@ def pipeline(root: str, run_dir: str, config: str | None = None, overrides: list
     index_path = scan(str(Path(root).resolve()), raw, str(work_dir(out)), progress)
     plan = plan_extraction(index_path, raw)
     prepared = prepare_videos.with_options(task_runner=runner)(
-        plan["paths"], plan["views"], raw, plan["min_frames"], chunk_size, progress)
+        plan["videos_file"], raw, plan["min_frames"], chunk_size, progress)
     index_path = record_failures(index_path, prepared["failed"])
     compared = compare(index_path, str(out), raw, progress, force)
     metrics = publish(str(out), compared["metrics"])

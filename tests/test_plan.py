@@ -48,5 +48,7 @@ def test_the_pipeline_flow_plans_what_compare_reads(tmp_path: Path) -> None:
     planned = plan_extraction.fn(str(tmp_path / "index.json"), config.to_dict())
     plan = extraction_plan(config)
     assert planned["size"] == plan.size == 48
-    assert planned["views"] == [2, 1, 1] and planned["cache_root"] == str(plan.frames_dir)
-    json.dumps(planned)                       # task results stay JSON values
+    assert planned["cache_root"] == str(plan.frames_dir) and planned["videos"] == 3
+    videos = json.loads(Path(planned["videos_file"]).read_text())
+    assert videos == [[e.path, v] for e, v in zip(entries, [2, 1, 1])]
+    assert len(json.dumps(planned)) < 1000    # task results stay small JSON values, whatever the dataset

@@ -99,7 +99,9 @@ def test_a_video_that_breaks_after_the_scan_is_reported_by_its_chunk(tiny_datase
     config = {"sampling": {"frames": 6, "size": 32}, "train": {"mode": "finetune"},
               "model": {"encoder": "small_cnn", "weights": None},
               "runtime": {"cache_dir": str(tmp_path / "cache"), "device": "cpu"}}
-    state = prepare_videos(paths, [1] * len(paths), config, chunk_size=4, return_state=True)
+    videos_file = tmp_path / "videos.json"
+    videos_file.write_text(json.dumps([[p, 1] for p in paths]))
+    state = prepare_videos(str(videos_file), config, chunk_size=4, return_state=True)
     assert state.is_completed(), state
     outcome = state.result()
     assert (outcome["extracted"], outcome["cached"], outcome["failed_chunks"]) == (len(good), 0, [])
