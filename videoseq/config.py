@@ -35,6 +35,10 @@ INFERENCE_BATCH_SIZE = 4
 # while a long video decoded whole on a slow machine must still finish
 JOB_TIMEOUT = 600.0
 MAX_CONFIG_BYTES = 1 << 20       # a config file larger than this is refused (configs are a few KiB)
+# what a model key missing from a saved config (a bundle's config.json) meant when it was saved: the
+# head of that time (a layer-normalised joint projection of the streams, no summaries or modality dropout)
+OLDER_MODEL_KEYS = {"stream_norm": True, "per_stream": False, "stream_bottleneck": 0, "stream_summary": False,
+                    "modality_dropout": 0.0}
 TRAIN_MODES = ("frozen", "finetune")
 SHORT_POLICIES = ("repeat", "mask")
 POOLINGS = ("avg", *(f"grid{k}" for k in range(1, 9)))   # models.encoders.parse_pooling
@@ -76,7 +80,7 @@ class ModelConfig:
     hidden: int = 128                    # width of every head's hidden layer / recurrent state
     layers: int = 1                      # recurrent or conv layers in the head
     dropout: float = 0.3                 # on head inputs and between layers; a few hundred clips overfit easily
-    stream_dropout: float = 0.7          # with motion: share of training clips a temporal head sees without appearance
+    stream_dropout: float = 0.9          # with motion: share of training clips a temporal head sees without appearance
     stream_norm: bool = False            # LayerNorm after the temporal streams' projection (it erases how large a change is)
     per_stream: bool = True              # each temporal vector stream through its own Linear (False: one Linear for all)
     stream_bottleneck: int = 0           # per_stream: each stream's Linear goes through this many dims first; 0 = none

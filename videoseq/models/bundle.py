@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from videoseq import __version__
 from videoseq.io.atomic import (atomic_torch_save, atomic_write_json, check_replaceable, output_errors,
                                 recover_dir, replace_dir)
-from videoseq.config import Config, RuntimeConfig, config_from_dict
+from videoseq.config import OLDER_MODEL_KEYS, Config, RuntimeConfig, config_from_dict
 from videoseq.errors import BundleError, ConfigError, OutputError
 from videoseq.runtime import resolve_device
 
@@ -353,13 +353,8 @@ def _config_of(path: Path, meta: dict[str, Any]) -> Config:
     """The training config; its runtime section (cache folder, device, workers, dask address) described
     the machine that trained, so this machine's defaults replace it: a bundle never points elsewhere."""
     raw = meta["config"]
-    model = raw.get("model") if isinstance(raw, dict) else None
-    if isinstance(model, dict) and "stream_norm" not in model:   # saved before the key existed: normalised
-        model = {**model, "stream_norm": True}
-        raw = {**raw, "model": model}
-    if isinstance(model, dict):   # keys saved bundles may predate: their absence means the older head
-        older = {"per_stream": False, "stream_bottleneck": 0, "stream_summary": False, "modality_dropout": 0.0}
-        raw = {**raw, "model": {**older, **model}}
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):   # keys the bundle may predate
+        raw = {**raw, "model": {**OLDER_MODEL_KEYS, **raw["model"]}}
     try:
         return dataclasses.replace(config_from_dict(raw), runtime=RuntimeConfig())
     except ConfigError as e:
