@@ -28,10 +28,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# task -> (videos per class, generate seed); the sizes of docs/benchmarks/train.md for the older tasks
+# task -> (videos per class, generate seed): the five change tasks at 100 (60 train, 20 val and 20 test
+# videos per class); the sizes of docs/benchmarks/train.md for the older tasks
 TASKS = {
-    "real_fade_partial": (60, 0), "real_light": (60, 0), "real_speed": (60, 0), "real_cut": (60, 0),
-    "real_camspeed": (60, 0), "real_scene": (20, 0), "real_pan": (60, 0), "real_zoom": (40, 3),
+    "real_fade_partial": (100, 0), "real_light": (100, 0), "real_speed": (100, 0), "real_cut": (100, 0),
+    "real_camspeed": (100, 0), "real_scene": (20, 0), "real_pan": (60, 0), "real_zoom": (40, 3),
     "real_fade": (40, 0),
 }
 SETS = ["none", "blockmatch", "photometric", "speed", "rgbdiff", "blockmatch+photometric",
@@ -48,6 +49,12 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     c = (p + z * z / (2 * n)) / d
     h = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5 / d
     return (100 * max(0.0, c - h), 100 * min(1.0, c + h))
+
+
+def task_size(task: str, videos_per_class: int | None) -> tuple[int, int]:
+    """(videos per class, generate seed) of a task: its TASKS entry, or `videos_per_class` with its seed."""
+    vpc, seed = TASKS[task]
+    return (videos_per_class or vpc), seed
 
 
 def run_one(data: Path, run: Path, motion: str, seeds: int, sets: list[str]) -> dict:
@@ -86,6 +93,8 @@ def main() -> int:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--videos-per-class", type=int, default=None, metavar="N",
+                    help="generate every task with N videos per class instead of its size in TASKS")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="another config override for every run (repeatable), e.g. model.per_stream=false; "
                          "runs go to folders named after them")
@@ -102,7 +111,7 @@ def main() -> int:
     sets = [s for s in args.sets.split(",") if s]
     results: dict[str, dict[str, dict]] = {}
     for task in tasks:
-        vpc, seed = TASKS[task]
+        vpc, seed = task_size(task, args.videos_per_class)
         data = args.data / "data" / f"{task}-{vpc}-s{seed}"
         generate_dataset(data, task=task, videos_per_class=vpc, seed=seed, progress=False)
         for motion in sets:
@@ -138,6 +147,7 @@ def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> Non
     lines = ["# Temporal streams: ablation on the real-footage tasks (written by benchmarks/streams.py)", "",
              f"`.venv/bin/python benchmarks/streams.py --tasks {','.join(tasks)} --sets {','.join(sets)}"
              + "".join(f" --set {o}" for o in args.overrides)
+             + (f" --videos-per-class {args.videos_per_class}" if args.videos_per_class else "")
              + (f" --out {_shown(args.out)}`" if args.out != FIGURES else "`"), "",
              f"{datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} cores, load {load:.1f} at the end "
              "(runs already finished under DATA/runs are reused). configs/default.yaml, "
@@ -147,7 +157,7 @@ def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> Non
              "of all seeds' test predictions pooled. per_frame never reads a stream: its rows differ only "
              "by training noise.", ""]
     for task in tasks:
-        vpc, seed = TASKS[task]
+        vpc, seed = task_size(task, args.videos_per_class)
         n = next(iter(results[task].values()))["lstm"]["test_videos"]
         lines += [f"## {task} ({vpc} videos per class, generate seed {seed}, {n} test videos)", "",
                   "| model.motion | per_frame per seed | mean [95% CI] | lstm per seed | mean [95% CI] |",

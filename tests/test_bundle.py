@@ -374,7 +374,7 @@ def test_a_per_stream_head_round_trips_and_an_older_config_rebuilds_one_joint_pr
 
     raw = {"model": {"encoder": "small_cnn", "weights": None, "pooling": "avg", "hidden": 8, "dropout": 0.0,
                      "motion": "blockmatch+photometric+speed", "per_stream": True, "stream_bottleneck": 4,
-                     "stream_summary": True, "modality_dropout": 0.3},
+                     "stream_summary": True, "modality_dropout": 0.3, "stream_stats": True},
            "sampling": {"frames": 4, "size": 32}}
     config = config_from_dict(raw)
     path = make_bundle(tmp_path / "per-stream", config=config)
@@ -382,6 +382,7 @@ def test_a_per_stream_head_round_trips_and_an_older_config_rebuilds_one_joint_pr
     streams = bundle.model.head.embed.streams
     assert [s[1].in_features for s in streams] == [144, 20, 48] and bundle.model.head.embed.motion is None
     assert [tuple(p.weight.shape) for p in bundle.model.head.embed.pools] == [(9, 144), (4, 20), (12, 48)]
+    assert bundle.model.head.embed.stats[1].in_features == 4 * 25
     torch.manual_seed(0)
     original = build_model(config.model, "lstm", 3).eval()
     fold_batchnorm(original)
@@ -389,12 +390,14 @@ def test_a_per_stream_head_round_trips_and_an_older_config_rebuilds_one_joint_pr
     with torch.inference_mode():
         assert torch.equal(bundle.model(x, None), original(x, None))
 
-    raw["model"] = {k: v for k, v in raw["model"].items() if k not in ("stream_bottleneck", "stream_summary")}
+    raw["model"] = {k: v for k, v in raw["model"].items()
+                    if k not in ("stream_bottleneck", "stream_summary", "stream_stats")}
     old = make_bundle(tmp_path / "old", config=config_from_dict(
         {**raw, "model": {**raw["model"], "per_stream": False, "modality_dropout": 0.0}}))   # the older head
     meta = json.loads((old / "config.json").read_text())
-    for key in ("per_stream", "stream_bottleneck", "stream_summary", "modality_dropout"):
+    for key in ("per_stream", "stream_bottleneck", "stream_summary", "modality_dropout", "stream_stats"):
         del meta["config"]["model"][key]
     (old / "config.json").write_text(json.dumps(meta))
     embed = load_bundle(old).model.head.embed
     assert embed.streams is None and embed.pools is None and embed.motion[1].in_features == 212
+    assert embed.stats is None

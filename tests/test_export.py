@@ -116,6 +116,17 @@ def test_onnx_gives_pytorchs_numbers_with_every_temporal_stream(bundles, tmp_pat
     assert read_export_meta(out)["motion"] == motion
 
 
+@pytest.mark.parametrize("head", ["lstm", "conv1d"])
+def test_onnx_gives_pytorchs_numbers_with_the_streams_running_statistics(bundles, tmp_path, head) -> None:
+    """model.stream_stats: the running maximum and minimum over the steps, unrolled over the fixed T
+    of the graph, and the running means give PyTorch's numbers, padded clips included."""
+    bundle = bundles(head, motion="blockmatch+photometric+speed", stream_stats=True)
+    assert bundle.model.head.embed.stats is not None
+    out = export_bundle(bundle, tmp_path / "model.onnx")
+    frames, mask = clips_batch(seed=4)
+    assert max_diff(OnnxModel(out).predict_clips(frames, mask), pytorch_reference(bundle, frames, mask)) < TOL
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("head", list_heads())
 def test_torchscript_gives_pytorchs_probabilities_and_steps(bundles, tmp_path, head) -> None:

@@ -244,22 +244,25 @@ DIMS = [2, 1, 3]     # three vector streams of a 6-d motion block: what StreamSt
 SUMMARIES = [torch.tensor([[0.5], [0.5]]), torch.tensor([[1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])]
 
 
-@pytest.mark.parametrize("bottleneck,summary", [(0, False), (2, False), (0, True)])
+@pytest.mark.parametrize("bottleneck,summary,stats", [(0, False, False), (2, False, False), (0, True, False),
+                                                      (0, True, True)])
 @pytest.mark.parametrize("name", HEADS)
-def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottleneck, summary):
+def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottleneck, summary, stats):
     """Each vector stream read through its own Linear (after a bottleneck when asked), and with
-    summaries their fixed whole-frame poolings through one more; per_frame still reads the appearance
-    alone; the input normalisation folds into every first Linear (and pooling) exactly."""
+    summaries their fixed whole-frame poolings through one more (and their running statistics through
+    another); per_frame still reads the appearance alone; the input normalisation folds into every
+    first Linear (and pooling) exactly."""
     from videoseq.data.features import fold_input_normalization
 
     d = D + 6
     torch.manual_seed(0)
     head = build_head(name, d, C, hidden=8, dropout=0.2, motion_dim=6, stream_dims=DIMS,
                       stream_bottleneck=bottleneck, modality_dropout=0.5,
-                      stream_summaries=SUMMARIES if summary else None).eval()
+                      stream_summaries=SUMMARIES if summary else None, stream_stats=stats).eval()
     linears = head.embed.input_linears()
     if name == "per_frame":
         assert head.embed.streams is None and head.embed.motion is None and head.embed.pools is None
+        assert head.embed.stats is None
         assert [(lin.in_features, s) for lin, s in linears] == [(D, slice(0, D))]
     else:
         assert head.embed.motion is None and len(head.embed.streams) == 3
@@ -269,9 +272,10 @@ def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottlenec
         if summary:
             assert [lin.weight.shape for lin, _ in linears[4:]] == [(1, 2), (1, 1), (2, 3)]
             assert head.embed.summary[1].in_features == 4
+            assert (head.embed.stats[1].in_features if stats else None) == (16 if stats else None)
             assert not any(n.startswith("embed.pools") for n, _ in head.named_parameters())   # never trained
         else:
-            assert len(linears) == 4 and head.embed.summary is None
+            assert len(linears) == 4 and head.embed.summary is None and head.embed.stats is None
     torch.manual_seed(2)
     raw = 3 + 5 * torch.randn(2, T, d)
     mean, std = raw.mean(dim=(0, 1)), raw.std(dim=(0, 1))
@@ -281,6 +285,31 @@ def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottlenec
         assert head.forward_steps((raw - mean) / std).shape == (2, T, C)
         fold_input_normalization(head, mean, std)
         torch.testing.assert_close(head(raw), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_running_stats_are_causal_and_exact():
+    """At step t: mean, mean magnitude, maximum and minimum of steps 1..t of each number (step 0, where
+    no stream has a previous frame, is left out and reads zeros); steps after t never change step t."""
+    from videoseq.models.embed import running_stats
+
+    torch.manual_seed(5)
+    s = torch.randn(3, T, 4)
+    got = running_stats(s)                                                   # (3, T, 16)
+    assert got.shape == (3, T, 16) and torch.equal(got[:, 0], torch.zeros(3, 16))
+    for t in range(1, T):
+        d = s[:, 1:t + 1]
+        expected = torch.cat([d.mean(1), d.abs().mean(1), d.amax(1), d.amin(1)], dim=1)
+        torch.testing.assert_close(got[:, t], expected)
+        later = s.clone()
+        later[:, t + 1:] = torch.randn(3, T - t - 1, 4) * 100
+        assert torch.equal(running_stats(later)[:, :t + 1], got[:, :t + 1])
+    assert torch.equal(running_stats(s[:, :1]), torch.zeros(3, 1, 16))
+    # a single large step (a cut) sets the maximum from then on; the mean only moves by 1/t of it
+    cut = torch.zeros(1, T, 1)
+    cut[0, 5] = 8.0
+    r = running_stats(cut)[0]
+    assert torch.equal(r[4:, 2], torch.tensor([0.0] + [8.0] * (T - 5)))
+    torch.testing.assert_close(r[-1, 0], torch.tensor(8.0 / (T - 1)))
 
 
 def test_per_frame_reads_no_stream_with_per_stream_projections():

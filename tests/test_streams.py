@@ -131,10 +131,10 @@ def test_every_stream_is_causal(name, footage):
 def test_no_stream_reaches_per_frame(motion, head, per_stream, footage):
     """per_frame reads one frame at a time: replacing any stream's numbers changes nothing for it, and
     changes every temporal head's output (one projection for all streams, or one per stream with
-    their whole-frame summaries)."""
+    their whole-frame summaries and the summaries' running statistics)."""
     config = ModelConfig(encoder="small_cnn", weights=None, pooling="grid2", hidden=16, dropout=0.1,
                          motion=motion, input_size=SIDE, per_stream=per_stream, stream_summary=per_stream,
-                         modality_dropout=0.3 if per_stream else 0.0)
+                         stream_stats=per_stream, modality_dropout=0.3 if per_stream else 0.0)
     torch.manual_seed(0)
     model = build_model(config, head, 3).eval()
     x = footage["slow"]

@@ -38,7 +38,7 @@ MAX_CONFIG_BYTES = 1 << 20       # a config file larger than this is refused (co
 # what a model key missing from a saved config (a bundle's config.json) meant when it was saved: the
 # head of that time (a layer-normalised joint projection of the streams, no summaries or modality dropout)
 OLDER_MODEL_KEYS = {"stream_norm": True, "per_stream": False, "stream_bottleneck": 0, "stream_summary": False,
-                    "modality_dropout": 0.0}
+                    "modality_dropout": 0.0, "stream_stats": False}
 TRAIN_MODES = ("frozen", "finetune")
 SHORT_POLICIES = ("repeat", "mask")
 POOLINGS = ("avg", *(f"grid{k}" for k in range(1, 9)))   # models.encoders.parse_pooling
@@ -86,6 +86,7 @@ class ModelConfig:
     stream_bottleneck: int = 0           # per_stream: each stream's Linear goes through this many dims first; 0 = none
     stream_summary: bool = True          # per_stream: also read each stream's whole-frame summary (cells averaged)
     modality_dropout: float = 0.3        # share of training clips each temporal stream is hidden from (never all at once)
+    stream_stats: bool = True            # stream_summary: also read the summaries' running mean, magnitude, max and min
     bidirectional: bool = False          # a causal head can also give a belief after each frame
 
 

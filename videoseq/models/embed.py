@@ -28,16 +28,20 @@ class FrameEmbed(nn.Module):
     `stream_dims` (the widths of the vector streams, in feature order: streams.StreamStack.vector_dims)
     gives every vector stream its own Dropout + Linear(dim_k, H) (through a `stream_bottleneck`-wide
     Linear first when > 0), summed; None projects all of them through one Linear (the older layout).
+    `stream_summaries` (the width of each vector stream's whole-frame summary; the fixed poolings are
+    set by `set_summaries`) adds their concatenation through one more Linear, and `stream_stats` their
+    running statistics (`running_stats`: mean, mean magnitude, maximum and minimum over the steps so
+    far) through another: how fast, how much and how suddenly the picture has changed, read directly.
     `modality_dropout` hides each temporal stream (each projected vector stream, or the one joint
-    projection, and the image stream) from that share of the training clips, independently, but never
-    all of them from one clip: with a few dozen clips per class a head otherwise fits the widest,
-    noisiest stream first and ignores the compact one that decides."""
+    projection, the summary, the statistics and the image stream) from that share of the training
+    clips, independently, but never all of them from one clip: with a few dozen clips per class a head
+    otherwise fits the widest, noisiest stream first and ignores the compact one that decides."""
 
     def __init__(self, appearance_dim: int, motion_dim: int, *, hidden: int, dropout: float,
                  stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
                  stream_norm: bool = False, stream_dims: list[int] | None = None,
                  stream_bottleneck: int = 0, modality_dropout: float = 0.0,
-                 stream_summaries: list[int] | None = None):
+                 stream_summaries: list[int] | None = None, stream_stats: bool = False):
         super().__init__()
         if not 0 <= stream_dropout < 1:
             raise ValueError(f"stream_dropout must be in [0, 1), got {stream_dropout}")
@@ -84,6 +88,11 @@ class FrameEmbed(nn.Module):
                 raise ValueError(f"stream_summaries {self.summary_dims} do not match the streams {self.stream_dims}")
             self.pools = nn.ModuleList(FixedLinear(d, k) for d, k in zip(self.stream_dims, self.summary_dims))
             self.summary = nn.Sequential(nn.Dropout(dropout), nn.Linear(sum(self.summary_dims), hidden), *norm)
+        # running statistics of the summaries over the steps so far (`running_stats`), one more Linear
+        self.stats = None
+        if stream_stats and self.summary_dims is not None:
+            self.stats = nn.Sequential(nn.Dropout(dropout),
+                                       nn.Linear(STATS * sum(self.summary_dims), hidden), *norm)
         if image_dim:
             self.image_shape = tuple(image_shape)
             self.image = nn.Sequential(DiffCNN(self.image_shape, hidden), *norm)
@@ -120,8 +129,11 @@ class FrameEmbed(nn.Module):
                 ([self.motion] if self.motion is not None else [])
             parts = [proj(x[..., dims]) for proj, dims in zip(projections, self._vector_slices())]
             if self.summary is not None:
-                pooled = [pool(x[..., dims]) for pool, dims in zip(self.pools, self._vector_slices())]
-                parts.append(self.summary(torch.cat(pooled, dim=-1)))
+                pooled = torch.cat([pool(x[..., dims]) for pool, dims in zip(self.pools, self._vector_slices())],
+                                   dim=-1)                                  # (B, T, K)
+                parts.append(self.summary(pooled))
+                if self.stats is not None:
+                    parts.append(self.stats(running_stats(pooled)))         # (B, T, 4K) -> (B, T, H)
             if self.image is not None:
                 start = self.appearance_dim + self.vector_dim
                 parts.append(self.image(x[..., start:start + self.motion_dim - self.vector_dim]))
@@ -154,6 +166,32 @@ class FrameEmbed(nn.Module):
             for pool, m in zip(self.pools, matrices):
                 pool.weight.copy_(m.T.to(pool.weight))
                 pool.bias.zero_()
+
+
+STATS = 4   # running statistics per summary number: mean, mean of the magnitude, maximum, minimum
+
+
+def running_stats(s: torch.Tensor) -> torch.Tensor:
+    """(B, T, K) -> (B, T, 4K): at step t, the mean, the mean absolute value, the maximum and the
+    minimum of each of the K numbers over steps 1..t; step 0 (no previous frame: a temporal stream is
+    zero there) is all zeros. Causal: step t reads steps <= t, so a padded clip's valid steps are the
+    unpadded clip's. How fast, how much and how suddenly the picture changed so far (a cut is one
+    large step, fast-forward a high mean) are a few numbers here, where a recurrence on a few dozen
+    clips per class would have to learn to integrate them. A loop over the T steps rather than
+    `torch.cummax`, which ONNX has no operator for (T is fixed in an exported graph)."""
+    b, t, k = s.shape
+    if t < 2:
+        return s.new_zeros(b, t, STATS * k)
+    d = s[:, 1:]                                                             # (B, T-1, K)
+    n = torch.arange(1, t, device=s.device, dtype=s.dtype)[None, :, None]    # (1, T-1, 1)
+    mean = d.cumsum(dim=1) / n
+    magnitude = d.abs().cumsum(dim=1) / n
+    hi, lo = [d[:, 0]], [d[:, 0]]
+    for i in range(1, t - 1):
+        hi.append(torch.maximum(hi[-1], d[:, i]))
+        lo.append(torch.minimum(lo[-1], d[:, i]))
+    stats = torch.cat([mean, magnitude, torch.stack(hi, dim=1), torch.stack(lo, dim=1)], dim=2)  # (B, T-1, 4K)
+    return torch.cat([stats.new_zeros(b, 1, STATS * k), stats], dim=1)       # (B, T, 4K)
 
 
 class FixedLinear(nn.Module):
