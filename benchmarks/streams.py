@@ -51,10 +51,10 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return (100 * max(0.0, c - h), 100 * min(1.0, c + h))
 
 
-def task_size(task: str, videos_per_class: int | None) -> tuple[int, int]:
-    """(videos per class, generate seed) of a task: its TASKS entry, or `videos_per_class` with its seed."""
+def task_size(task: str, videos_per_class: int | None, generate_seed: int | None = None) -> tuple[int, int]:
+    """(videos per class, generate seed) of a task: its TASKS entry, each replaced when given."""
     vpc, seed = TASKS[task]
-    return (videos_per_class or vpc), seed
+    return (videos_per_class or vpc), (seed if generate_seed is None else generate_seed)
 
 
 def run_one(data: Path, run: Path, motion: str, seeds: int, sets: list[str]) -> dict:
@@ -95,6 +95,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--videos-per-class", type=int, default=None, metavar="N",
                     help="generate every task with N videos per class instead of its size in TASKS")
+    ap.add_argument("--generate-seed", type=int, default=None, metavar="S",
+                    help="generate every task with seed S instead of its seed in TASKS (new videos: a held-out "
+                         "check of what was developed on the usual ones)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="another config override for every run (repeatable), e.g. model.per_stream=false; "
                          "runs go to folders named after them")
@@ -111,7 +114,7 @@ def main() -> int:
     sets = [s for s in args.sets.split(",") if s]
     results: dict[str, dict[str, dict]] = {}
     for task in tasks:
-        vpc, seed = task_size(task, args.videos_per_class)
+        vpc, seed = task_size(task, args.videos_per_class, args.generate_seed)
         data = args.data / "data" / f"{task}-{vpc}-s{seed}"
         generate_dataset(data, task=task, videos_per_class=vpc, seed=seed, progress=False)
         for motion in sets:
@@ -148,6 +151,7 @@ def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> Non
              f"`.venv/bin/python benchmarks/streams.py --tasks {','.join(tasks)} --sets {','.join(sets)}"
              + "".join(f" --set {o}" for o in args.overrides)
              + (f" --videos-per-class {args.videos_per_class}" if args.videos_per_class else "")
+             + (f" --generate-seed {args.generate_seed}" if args.generate_seed is not None else "")
              + (f" --out {_shown(args.out)}`" if args.out != FIGURES else "`"), "",
              f"{datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} cores, load {load:.1f} at the end "
              "(runs already finished under DATA/runs are reused). configs/default.yaml, "
@@ -157,7 +161,7 @@ def write_figures(results: dict, tasks: list[str], sets: list[str], args) -> Non
              "of all seeds' test predictions pooled. per_frame never reads a stream: its rows differ only "
              "by training noise.", ""]
     for task in tasks:
-        vpc, seed = task_size(task, args.videos_per_class)
+        vpc, seed = task_size(task, args.videos_per_class, args.generate_seed)
         n = next(iter(results[task].values()))["lstm"]["test_videos"]
         lines += [f"## {task} ({vpc} videos per class, generate seed {seed}, {n} test videos)", "",
                   "| model.motion | per_frame per seed | mean [95% CI] | lstm per seed | mean [95% CI] |",

@@ -382,7 +382,7 @@ def test_a_per_stream_head_round_trips_and_an_older_config_rebuilds_one_joint_pr
     streams = bundle.model.head.embed.streams
     assert [s[1].in_features for s in streams] == [144, 20, 48] and bundle.model.head.embed.motion is None
     assert [tuple(p.weight.shape) for p in bundle.model.head.embed.pools] == [(9, 144), (4, 20), (12, 48)]
-    assert bundle.model.head.embed.stats[1].in_features == 4 * 25
+    assert bundle.model.head.embed.stats[1].in_features == 5 * 25
     torch.manual_seed(0)
     original = build_model(config.model, "lstm", 3).eval()
     fold_batchnorm(original)

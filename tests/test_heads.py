@@ -272,7 +272,7 @@ def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottlenec
         if summary:
             assert [lin.weight.shape for lin, _ in linears[4:]] == [(1, 2), (1, 1), (2, 3)]
             assert head.embed.summary[1].in_features == 4
-            assert (head.embed.stats[1].in_features if stats else None) == (16 if stats else None)
+            assert (head.embed.stats[1].in_features if stats else None) == (20 if stats else None)
             assert not any(n.startswith("embed.pools") for n, _ in head.named_parameters())   # never trained
         else:
             assert len(linears) == 4 and head.embed.summary is None and head.embed.stats is None
@@ -288,28 +288,35 @@ def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottlenec
 
 
 def test_running_stats_are_causal_and_exact():
-    """At step t: mean, mean magnitude, maximum and minimum of steps 1..t of each number (step 0, where
-    no stream has a previous frame, is left out and reads zeros); steps after t never change step t."""
+    """At step t: mean, mean magnitude, maximum and minimum of steps 1..t of each number and the mean
+    absolute change between consecutive steps of 2..t (step 0, where no stream has a previous frame, is
+    left out and reads zeros); steps after t never change step t."""
     from videoseq.models.embed import running_stats
 
     torch.manual_seed(5)
     s = torch.randn(3, T, 4)
-    got = running_stats(s)                                                   # (3, T, 16)
-    assert got.shape == (3, T, 16) and torch.equal(got[:, 0], torch.zeros(3, 16))
+    got = running_stats(s)                                                   # (3, T, 20)
+    assert got.shape == (3, T, 20) and torch.equal(got[:, 0], torch.zeros(3, 20))
+    assert torch.equal(got[:, 1, 16:], torch.zeros(3, 4))                    # one step: no change yet
     for t in range(1, T):
         d = s[:, 1:t + 1]
-        expected = torch.cat([d.mean(1), d.abs().mean(1), d.amax(1), d.amin(1)], dim=1)
+        unsteady = (d[:, 1:] - d[:, :-1]).abs().mean(1) if t > 1 else torch.zeros(3, 4)
+        expected = torch.cat([d.mean(1), d.abs().mean(1), d.amax(1), d.amin(1), unsteady], dim=1)
         torch.testing.assert_close(got[:, t], expected)
         later = s.clone()
         later[:, t + 1:] = torch.randn(3, T - t - 1, 4) * 100
         assert torch.equal(running_stats(later)[:, :t + 1], got[:, :t + 1])
-    assert torch.equal(running_stats(s[:, :1]), torch.zeros(3, 1, 16))
+    assert torch.equal(running_stats(s[:, :1]), torch.zeros(3, 1, 20))
     # a single large step (a cut) sets the maximum from then on; the mean only moves by 1/t of it
     cut = torch.zeros(1, T, 1)
     cut[0, 5] = 8.0
     r = running_stats(cut)[0]
     assert torch.equal(r[4:, 2], torch.tensor([0.0] + [8.0] * (T - 5)))
     torch.testing.assert_close(r[-1, 0], torch.tensor(8.0 / (T - 1)))
+    # a steady change has no unsteadiness; one that flips sign every step, as much as its size twice
+    steady = running_stats(torch.ones(1, T, 1))[0, -1]
+    flips = running_stats(torch.tensor([(-1.0) ** i for i in range(T)]).reshape(1, T, 1))[0, -1]
+    assert steady[4] == 0 and flips[4] == 2 and flips[1] == steady[1] == 1
 
 
 def test_per_frame_reads_no_stream_with_per_stream_projections():

@@ -86,7 +86,7 @@ class ModelConfig:
     stream_bottleneck: int = 0           # per_stream: each stream's Linear goes through this many dims first; 0 = none
     stream_summary: bool = True          # per_stream: also read each stream's whole-frame summary (cells averaged)
     modality_dropout: float = 0.3        # share of training clips each temporal stream is hidden from (never all at once)
-    stream_stats: bool = True            # stream_summary: also read the summaries' running mean, magnitude, max and min
+    stream_stats: bool = True            # stream_summary: also read the summaries' running mean, magnitude, max, min, unsteadiness
     bidirectional: bool = False          # a causal head can also give a belief after each frame
 
 

@@ -30,8 +30,9 @@ class FrameEmbed(nn.Module):
     Linear first when > 0), summed; None projects all of them through one Linear (the older layout).
     `stream_summaries` (the width of each vector stream's whole-frame summary; the fixed poolings are
     set by `set_summaries`) adds their concatenation through one more Linear, and `stream_stats` their
-    running statistics (`running_stats`: mean, mean magnitude, maximum and minimum over the steps so
-    far) through another: how fast, how much and how suddenly the picture has changed, read directly.
+    running statistics (`running_stats`: mean, mean magnitude, maximum, minimum and unsteadiness over
+    the steps so far) through another: how fast, how much, how suddenly and how unevenly the picture
+    has changed, read directly.
     `modality_dropout` hides each temporal stream (each projected vector stream, or the one joint
     projection, the summary, the statistics and the image stream) from that share of the training
     clips, independently, but never all of them from one clip: with a few dozen clips per class a head
@@ -133,7 +134,7 @@ class FrameEmbed(nn.Module):
                                    dim=-1)                                  # (B, T, K)
                 parts.append(self.summary(pooled))
                 if self.stats is not None:
-                    parts.append(self.stats(running_stats(pooled)))         # (B, T, 4K) -> (B, T, H)
+                    parts.append(self.stats(running_stats(pooled)))         # (B, T, 5K) -> (B, T, H)
             if self.image is not None:
                 start = self.appearance_dim + self.vector_dim
                 parts.append(self.image(x[..., start:start + self.motion_dim - self.vector_dim]))
@@ -168,17 +169,19 @@ class FrameEmbed(nn.Module):
                 pool.bias.zero_()
 
 
-STATS = 4   # running statistics per summary number: mean, mean of the magnitude, maximum, minimum
+STATS = 5   # running statistics per summary number: mean, mean magnitude, maximum, minimum, unsteadiness
 
 
 def running_stats(s: torch.Tensor) -> torch.Tensor:
-    """(B, T, K) -> (B, T, 4K): at step t, the mean, the mean absolute value, the maximum and the
-    minimum of each of the K numbers over steps 1..t; step 0 (no previous frame: a temporal stream is
-    zero there) is all zeros. Causal: step t reads steps <= t, so a padded clip's valid steps are the
-    unpadded clip's. How fast, how much and how suddenly the picture changed so far (a cut is one
-    large step, fast-forward a high mean) are a few numbers here, where a recurrence on a few dozen
-    clips per class would have to learn to integrate them. A loop over the T steps rather than
-    `torch.cummax`, which ONNX has no operator for (T is fixed in an exported graph)."""
+    """(B, T, K) -> (B, T, 5K): at step t, of each of the K numbers, the mean, the mean absolute value,
+    the maximum and the minimum over steps 1..t, and the mean absolute change between consecutive
+    steps over steps 2..t (how unsteady it is: a shaky camera fast-forwarded changes direction between
+    samples, a steady one does not). Step 0 (no previous frame: a temporal stream is zero there) is all
+    zeros, and so is the unsteadiness at step 1. Causal: step t reads steps <= t, so a padded clip's
+    valid steps are the unpadded clip's. How fast, how much, how suddenly and how unevenly the picture
+    changed so far (a cut is one large step, fast-forward a high mean) are a few numbers here, where a
+    recurrence on a few dozen clips per class would have to learn to integrate them. A loop over the T
+    steps rather than `torch.cummax`, which ONNX has no operator for (T is fixed in an exported graph)."""
     b, t, k = s.shape
     if t < 2:
         return s.new_zeros(b, t, STATS * k)
@@ -190,8 +193,11 @@ def running_stats(s: torch.Tensor) -> torch.Tensor:
     for i in range(1, t - 1):
         hi.append(torch.maximum(hi[-1], d[:, i]))
         lo.append(torch.minimum(lo[-1], d[:, i]))
-    stats = torch.cat([mean, magnitude, torch.stack(hi, dim=1), torch.stack(lo, dim=1)], dim=2)  # (B, T-1, 4K)
-    return torch.cat([stats.new_zeros(b, 1, STATS * k), stats], dim=1)       # (B, T, 4K)
+    jumps = torch.cat([torch.zeros_like(d[:, :1]), (d[:, 1:] - d[:, :-1]).abs()], dim=1)   # (B, T-1, K)
+    unsteady = jumps.cumsum(dim=1) / (n - 1).clamp_min(1)
+    stats = torch.cat([mean, magnitude, torch.stack(hi, dim=1), torch.stack(lo, dim=1), unsteady],
+                      dim=2)                                                 # (B, T-1, 5K)
+    return torch.cat([stats.new_zeros(b, 1, STATS * k), stats], dim=1)       # (B, T, 5K)
 
 
 class FixedLinear(nn.Module):
