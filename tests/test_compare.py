@@ -255,6 +255,39 @@ def test_a_new_head_trains_only_itself(reference, tiny_root, tmp_path, caplog):
     assert set(saved) == {"fingerprint", "best_state", "state"} and saved["state"]["finished"]
 
 
+def test_a_checkpoint_of_a_model_built_otherwise_is_not_resumed(reference, tiny_root, tmp_path, caplog):
+    """A finished run saved by code that builds another model from the same config (another state
+    layout) has another fingerprint: it is trained again instead of failing to load."""
+    import logging
+    import shutil
+
+    from videoseq.learn.prepare import build_trainable, prepare_data
+    from videoseq.learn.runs import run_fingerprint
+
+    data = prepare_data(tiny_root, reference.config, device=torch.device("cpu"), progress=False)
+    model = build_trainable(data, reference.config, "lstm", seed=0)
+    same = build_trainable(data, reference.config, "lstm", seed=0)
+    other = build_trainable(data, reference.config, "lstm", seed=0)
+    other.embed.summary = torch.nn.Linear(3, 3)                               # a layout the config does not say
+    key = run_fingerprint(data, reference.config, "lstm", 0, device="cpu", model=model)
+    assert key == run_fingerprint(data, reference.config, "lstm", 0, device="cpu", model=same)
+    assert key != run_fingerprint(data, reference.config, "lstm", 0, device="cpu", model=other)
+
+    run = tmp_path / "run"
+    shutil.copytree(reference.run, run)
+    (run / "metrics.json").unlink()                                           # not up to date: runs are looked at
+    checkpoint = run / "runs" / "lstm" / "seed0" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["fingerprint"] = run_fingerprint(data, reference.config, "lstm", 0, device="cpu", model=other)
+    saved["best_state"] = {**saved["best_state"], "embed.summary.weight": torch.zeros(3, 3)}
+    torch.save(saved, checkpoint)
+    with caplog.at_level(logging.INFO, logger="videoseq"):
+        metrics = compare_heads(tiny_root, run, reference.config, progress=False)
+    reused = [line for line in caplog.text.splitlines() if "finished run, reused" in line]
+    assert len(reused) == 3 * 2 - 1 and not any("lstm/seed0/" in line for line in reused)   # trained again
+    assert _strip(metrics)["models"]["lstm"] == _strip(reference.metrics)["models"]["lstm"]
+
+
 def test_compare_never_replaces_a_folder_with_other_files(reference, tiny_root, tmp_path):
     from videoseq.errors import OutputError
 

@@ -34,16 +34,22 @@ class HeadRun(NamedTuple):
     model: torch.nn.Module      # best weights loaded; a VideoClassifier in finetune mode, else the head
 
 
-def run_fingerprint(data: Data, config: Config, head: str, seed: int, *, device: str) -> str:
+def run_fingerprint(data: Data, config: Config, head: str, seed: int, *, device: str,
+                    model: torch.nn.Module | None = None) -> str:
     """Names one training run: what it learns from and how (the config as it bears on the numbers,
-    head, seed, classes, and each usable video's path, label, split and content digest). Resume or
-    reuse only from the same fingerprint."""
+    head, seed, classes, and each usable video's path, label, split and content digest) and, given the
+    model, the name and shape of every tensor of its state (a checkpoint written by a version of the
+    code whose model the same config builds differently is then not resumed: it would not load).
+    Resume or reuse only from the same fingerprint."""
     from videoseq.data.cache import file_digest
 
     cfg = results_config(config, device)
     cfg.pop("compare")
     entries = sorted((e.path, e.label, e.split, file_digest(e.path)) for e in data.index.ok())
-    return config_digest({"config": cfg, "head": head, "seed": seed, "classes": data.classes, "data": entries})
+    named = {"config": cfg, "head": head, "seed": seed, "classes": data.classes, "data": entries}
+    if model is not None:
+        named["state"] = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+    return config_digest(named)
 
 
 def train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path, *, device: torch.device,
@@ -60,7 +66,7 @@ def train_head(data: Data, config: Config, head: str, seed: int, run_dir: Path, 
         model = build_trainable(data, config, head, seed=seed)
         result = fit(model, train_b, val_b, config.train, device=device, progress=progress, on_epoch=on_epoch,
                      checkpoint=run_dir / "runs" / head / f"seed{seed}" / "checkpoint.pt",
-                     fingerprint=run_fingerprint(data, config, head, seed, device=device.type))
+                     fingerprint=run_fingerprint(data, config, head, seed, device=device.type, model=model))
         model.load_state_dict(result.best_state)
         if config.train.mode == "frozen":
             fold_input_normalization(model, *train_b.normalize)   # the head now takes raw features
