@@ -28,7 +28,7 @@ NEW_TASKS = "real_fade_partial,real_light,real_speed,real_cut,real_camspeed"
 
 
 def clip_statistics(feats, appearance_dim: int, motion, mu=None, sd=None):
-    """(N, T, D + M) features -> (N, 4K) statistics of the K summary numbers at the last step, and the
+    """(N, T, D + M) features -> (N, 5K) statistics of the K summary numbers at the last step, and the
     (mu, sd) the summaries were standardised with (computed from these features when not given)."""
     import torch
 
@@ -41,7 +41,7 @@ def clip_statistics(feats, appearance_dim: int, motion, mu=None, sd=None):
     if mu is None:
         flat = s.reshape(-1, s.shape[-1])
         mu, sd = flat.mean(0), flat.std(0) + 1e-6
-    return running_stats((s - mu) / sd)[:, -1], mu, sd                        # (N, 4K)
+    return running_stats((s - mu) / sd)[:, -1], mu, sd                        # (N, 5K)
 
 
 def fit_probe(x, y, l2: float = 0.1):
