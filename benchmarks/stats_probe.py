@@ -4,11 +4,12 @@
 
 For each task (the datasets `benchmarks/streams.py` generates under DATA/data), the cached features of
 configs/default.yaml's streams are read, each stream's whole-frame summary is taken per step
-(`streams.summary_matrix`: 25 numbers, standardised over the training steps), and per clip the
-statistics of steps 1..T that `model.stream_stats` gives a head at the last step (`embed.running_stats`:
-mean, mean magnitude, maximum, minimum, unsteadiness: 125 numbers). An L2-regularised logistic regression (weight
-0.1, L-BFGS) is fitted on the training clips and scored on val and test. No appearance feature and no
-per-cell stream is read: it shows what the clip-level summary statistics alone can tell.
+(`streams.summary_matrix`: K numbers, 28 for the default streams, standardised over the training
+steps), and per clip the statistics of steps 1..T that `model.stream_stats` gives a head at the last
+step (`embed.running_stats`: mean, mean magnitude, maximum, minimum, unsteadiness: 5K numbers). An
+L2-regularised logistic regression (weight 0.1, L-BFGS) is fitted on the training clips and scored on
+val and test. No appearance feature and no per-cell stream is read: it shows what the clip-level
+summary statistics alone can tell.
 """
 from __future__ import annotations
 

@@ -35,8 +35,9 @@ TASKS = {
     "real_camspeed": (100, 0), "real_scene": (20, 0), "real_pan": (60, 0), "real_zoom": (40, 3),
     "real_fade": (40, 0),
 }
-SETS = ["none", "blockmatch", "photometric", "speed", "rgbdiff", "blockmatch+photometric",
-        "blockmatch+photometric+speed", "blockmatch+photometric+speed+rgbdiff"]
+SETS = ["none", "blockmatch", "photometric", "speed", "tempo", "rgbdiff", "blockmatch+photometric",
+        "blockmatch+photometric+speed", "blockmatch+photometric+speed+tempo",
+        "blockmatch+photometric+speed+tempo+rgbdiff"]
 FIGURES = ROOT / "docs" / "benchmarks" / "streams-figures.md"
 
 

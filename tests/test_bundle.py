@@ -371,20 +371,27 @@ def test_a_per_stream_head_round_trips_and_an_older_config_rebuilds_one_joint_pr
     loaded with weights_only=True) and predicts the same; a config.json saved before the key existed
     means the older head, one Linear over all the streams."""
     from videoseq.models.classifier import build_model, fold_batchnorm
+    from videoseq.models.embed import StepNorm
 
     raw = {"model": {"encoder": "small_cnn", "weights": None, "pooling": "avg", "hidden": 8, "dropout": 0.0,
                      "motion": "blockmatch+photometric+speed", "per_stream": True, "stream_bottleneck": 4,
                      "stream_summary": True, "modality_dropout": 0.3, "stream_stats": True},
            "sampling": {"frames": 4, "size": 32}}
     config = config_from_dict(raw)
-    path = make_bundle(tmp_path / "per-stream", config=config)
+    torch.manual_seed(0)
+    original = build_model(config.model, "lstm", 3).train()
+    with torch.no_grad():
+        original(torch.randn(3, 4, 3, 32, 32), None)          # the norms learn running means and variances
+    original.eval()
+    path = save_bundle(tmp_path / "per-stream", model=original, head="lstm", config=config, classes=CLASSES,
+                       metrics={"val_accuracy": 0.5, "epochs": 1})
     bundle = load_bundle(path)
     streams = bundle.model.head.embed.streams
     assert [s[1].in_features for s in streams] == [144, 20, 48] and bundle.model.head.embed.motion is None
     assert [tuple(p.weight.shape) for p in bundle.model.head.embed.pools] == [(9, 144), (4, 20), (12, 48)]
-    assert bundle.model.head.embed.stats[1].in_features == 5 * 25
-    torch.manual_seed(0)
-    original = build_model(config.model, "lstm", 3).eval()
+    stats = bundle.model.head.embed.stats
+    assert isinstance(stats[0], StepNorm) and stats[2].in_features == 5 * 25    # model.stats_norm: true
+    assert stats[0].norm.num_batches_tracked > 0                              # trained running statistics, kept
     fold_batchnorm(original)
     x = torch.randn(2, 4, 3, 32, 32)
     with torch.inference_mode():
@@ -401,3 +408,12 @@ def test_a_per_stream_head_round_trips_and_an_older_config_rebuilds_one_joint_pr
     embed = load_bundle(old).model.head.embed
     assert embed.streams is None and embed.pools is None and embed.motion[1].in_features == 212
     assert embed.stats is None
+
+    # saved before model.stats_norm: the statistics are read without the norm
+    older = make_bundle(tmp_path / "no-norm", config=config_from_dict(
+        {**raw, "model": {**raw["model"], "stream_summary": True, "stream_stats": True, "stats_norm": False}}))
+    meta = json.loads((older / "config.json").read_text())
+    del meta["config"]["model"]["stats_norm"]
+    (older / "config.json").write_text(json.dumps(meta))
+    stats = load_bundle(older).model.head.embed.stats
+    assert isinstance(stats[0], torch.nn.Dropout) and stats[1].in_features == 5 * 25

@@ -104,7 +104,7 @@ def test_onnx_gives_pytorchs_probabilities_and_steps_for_every_head(bundles, tmp
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "steps"]
 
 
-@pytest.mark.parametrize("motion", ["photometric", "speed", "rgbdiff", "blockmatch+photometric+speed+rgbdiff"])
+@pytest.mark.parametrize("motion", ["photometric", "speed", "tempo", "rgbdiff", "blockmatch+photometric+speed+tempo+rgbdiff"])
 def test_onnx_gives_pytorchs_numbers_with_every_temporal_stream(bundles, tmp_path, motion) -> None:
     """Each temporal stream, and all of them together (the image stream read by the head's CNN),
     traced into the graph: ONNX Runtime gives PyTorch's probabilities and steps."""
@@ -119,9 +119,15 @@ def test_onnx_gives_pytorchs_numbers_with_every_temporal_stream(bundles, tmp_pat
 @pytest.mark.parametrize("head", ["lstm", "conv1d"])
 def test_onnx_gives_pytorchs_numbers_with_the_streams_running_statistics(bundles, tmp_path, head) -> None:
     """model.stream_stats: the running maximum and minimum over the steps, unrolled over the fixed T
-    of the graph, and the running means give PyTorch's numbers, padded clips included."""
-    bundle = bundles(head, motion="blockmatch+photometric+speed", stream_stats=True)
-    assert bundle.model.head.embed.stats is not None
+    of the graph, and the running means give PyTorch's numbers, padded clips included; so does the
+    statistics' norm (model.stats_norm), given running statistics and an affine map of its own."""
+    bundle = bundles(head, motion="blockmatch+photometric+speed+tempo", stream_stats=True, stats_norm=True)
+    norm = bundle.model.head.embed.stats[0].norm                              # StepNorm's BatchNorm1d
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for t in (norm.running_mean, norm.weight, norm.bias):
+            t.copy_(torch.randn(t.shape, generator=g))
+        norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=g) + 0.5)
     out = export_bundle(bundle, tmp_path / "model.onnx")
     frames, mask = clips_batch(seed=4)
     assert max_diff(OnnxModel(out).predict_clips(frames, mask), pytorch_reference(bundle, frames, mask)) < TOL

@@ -272,7 +272,7 @@ def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottlenec
         if summary:
             assert [lin.weight.shape for lin, _ in linears[4:]] == [(1, 2), (1, 1), (2, 3)]
             assert head.embed.summary[1].in_features == 4
-            assert (head.embed.stats[1].in_features if stats else None) == (20 if stats else None)
+            assert (head.embed.stats[-1].in_features if stats else None) == (20 if stats else None)
             assert not any(n.startswith("embed.pools") for n, _ in head.named_parameters())   # never trained
         else:
             assert len(linears) == 4 and head.embed.summary is None and head.embed.stats is None
@@ -285,6 +285,33 @@ def test_per_stream_projections_have_the_shapes_and_fold_exactly(name, bottlenec
         assert head.forward_steps((raw - mean) / std).shape == (2, T, C)
         fold_input_normalization(head, mean, std)
         torch.testing.assert_close(head(raw), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_statistics_norm_is_fixed_in_evaluation_and_keeps_heads_causal():
+    """model.stats_norm: in training each statistic is standardised over the batch's steps (a single
+    row, which has no variance, uses the running statistics); in evaluation it is a fixed map, so a
+    clip's first t steps give the same beliefs whatever follows them."""
+    from videoseq.models.embed import StepNorm
+
+    d = D + 6
+    torch.manual_seed(0)
+    head = build_head("lstm", d, C, hidden=8, dropout=0.0, motion_dim=6, stream_dims=DIMS,
+                      stream_summaries=SUMMARIES, stream_stats=True, stats_norm=True)
+    norm = head.embed.stats[0]
+    assert isinstance(norm, StepNorm) and norm.norm.num_features == 20
+    x = torch.randn(4, T, d)
+    head.train()
+    head(x)
+    assert norm.norm.num_batches_tracked == 1 and norm.norm.running_mean.abs().sum() > 0
+    head(x[:1, :1])                                                           # one row: no error, no update
+    assert norm.norm.num_batches_tracked == 1
+    head.eval()
+    with torch.no_grad():
+        steps = head.forward_steps(x)
+        later = x.clone()
+        later[:, 4:] = torch.randn_like(later[:, 4:])
+        torch.testing.assert_close(head.forward_steps(later)[:, :4], steps[:, :4])
+        torch.testing.assert_close(head(x[:, :4]), head(x, torch.arange(T)[None, :].expand(4, -1) < 4))
 
 
 def test_running_stats_are_causal_and_exact():

@@ -128,8 +128,8 @@ def test_build_model_follows_the_config():
     cfg = ModelConfig(encoder="small_cnn", weights=None, pooling="avg", hidden=24, layers=2,
                       dropout=0.0, bidirectional=True)
     model = build_model(cfg, "gru", 7)
-    m = build_motion(cfg.motion).out_dim                                   # the default streams: 144 + 20 + 48
-    assert m == 212 and model.encoder.out_dim == 256 and model.head.in_dim == 256 + m and model.head.motion_dim == m
+    m = build_motion(cfg.motion).out_dim                                   # the default streams: 144 + 20 + 48 + 3
+    assert m == 215 and model.encoder.out_dim == 256 and model.head.in_dim == 256 + m and model.head.motion_dim == m
     assert model.head.rnn.hidden_size == 24 and model.head.rnn.num_layers == 2
     assert model.head.rnn.bidirectional and model.head.classifier[-1].out_features == 7
 

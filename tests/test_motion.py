@@ -142,9 +142,9 @@ def test_each_clip_and_each_step_stands_alone(videos):
 
 
 def test_registry_and_errors():
-    assert list_motions() == ["none", "blockmatch", "photometric", "rgbdiff", "speed"]
+    assert list_motions() == ["none", "blockmatch", "photometric", "rgbdiff", "speed", "tempo"]
     assert build_motion("none") is None and build_motion(None) is None
-    with pytest.raises(UnknownNameError, match="unknown motion 'flow'; choose from blockmatch, photometric, rgbdiff, speed"):
+    with pytest.raises(UnknownNameError, match="unknown motion 'flow'; choose from blockmatch, photometric, rgbdiff, speed, tempo"):
         build_motion("flow")
     with pytest.raises(ValueError, match="bad geometry"):
         BlockMatchMotion(scales=(2,), grid=4)

@@ -38,7 +38,7 @@ MAX_CONFIG_BYTES = 1 << 20       # a config file larger than this is refused (co
 # what a model key missing from a saved config (a bundle's config.json) meant when it was saved: the
 # head of that time (a layer-normalised joint projection of the streams, no summaries or modality dropout)
 OLDER_MODEL_KEYS = {"stream_norm": True, "per_stream": False, "stream_bottleneck": 0, "stream_summary": False,
-                    "modality_dropout": 0.0, "stream_stats": False}
+                    "modality_dropout": 0.0, "stream_stats": False, "stats_norm": False}
 TRAIN_MODES = ("frozen", "finetune")
 SHORT_POLICIES = ("repeat", "mask")
 POOLINGS = ("avg", *(f"grid{k}" for k in range(1, 9)))   # models.encoders.parse_pooling
@@ -75,7 +75,7 @@ class ModelConfig:
     encoder: str = "efficientnet_lite0"  # ImageNet features transfer to real footage; "small_cnn" for synthetic tasks
     weights: str | None = "DEFAULT"      # None (random init) | "DEFAULT" (the encoder's pretrained weights) | a local path
     pooling: str = "grid2"               # "avg" or "gridK" (KxK cells): motion direction is invisible after global avg
-    motion: str = "blockmatch+photometric+speed"           # "blockmatch": temporal heads also read how the picture moved between frames; "none"
+    motion: str = "blockmatch+photometric+speed+tempo"     # "blockmatch": temporal heads also read how the picture moved between frames; "none"
     input_size: int | None = None        # side frames are resized to for the encoder; None = the encoder's own (224 for Lite0)
     hidden: int = 128                    # width of every head's hidden layer / recurrent state
     layers: int = 1                      # recurrent or conv layers in the head
@@ -87,6 +87,7 @@ class ModelConfig:
     stream_summary: bool = True          # per_stream: also read each stream's whole-frame summary (cells averaged)
     modality_dropout: float = 0.3        # share of training clips each temporal stream is hidden from (never all at once)
     stream_stats: bool = True            # stream_summary: also read the summaries' running mean, magnitude, max, min, unsteadiness
+    stats_norm: bool = True              # stream_stats: standardise each statistic (BatchNorm) before its Linear
     bidirectional: bool = False          # a causal head can also give a belief after each frame
 
 

@@ -26,7 +26,7 @@ BUILTIN_NAMES: dict[str, frozenset[str]] = {
     "model.encoder": frozenset({"efficientnet_b0", "efficientnet_lite0", "mobilenet_v3_large",
                                 "mobilenet_v3_small", "resnet18", "resnet50", "small_cnn"}),
     "compare.heads": frozenset({"conv1d", "gru", "lstm", "per_frame", "rnn"}),
-    "model.motion": frozenset({"blockmatch", "photometric", "rgbdiff", "speed"}),  # distinct ones combine
+    "model.motion": frozenset({"blockmatch", "photometric", "rgbdiff", "speed", "tempo"}),  # distinct ones combine
 }
 
 

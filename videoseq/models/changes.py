@@ -1,10 +1,11 @@
-"""Temporal streams beyond block-matched displacement: light, speed, and the raw frame difference.
+"""Temporal streams beyond block-matched displacement: light, speed, tempo, and the raw frame difference.
 
     stream = PhotometricStream()
     p = stream(frames)        # (B, T, 3, S, S) normalised frames -> (B, T, M), M = stream.out_dim
 
-Each stream compares step t with step t-1 only (causal; step 0, with no previous frame, is all
-zeros), has no parameters, and is zero on a still clip. Like the block matcher (motion.py) they are
+Each stream compares step t with the steps just before it (t-1; `tempo` also t-2): it is causal, its
+first steps (with no frame that far back) are all zeros, it has no parameters, and it is zero on a
+still clip. Like the block matcher (motion.py) they are
 temporal evidence for the temporal heads alone: `per_frame` never reads them.
 
 - `photometric`: what the light did. Per region (the whole frame and each cell of a 2x2 grid), the
@@ -17,6 +18,14 @@ temporal evidence for the temporal heads alone: `per_frame` never reads them.
   of the frame per step; with the mean absolute change of the standardised grey picture per cell and
   scale (how much of the content changed, which keeps growing after a match saturates): 3 x 4 x 3 +
   3 x 4 = 48 numbers. Fast-forward, fast hand-held moves and cuts move it.
+- `tempo`: how quickly the picture stops resembling itself, per scale (32, 16 and 8 px): the log of
+  (the change over two steps + c) / (the change over one step + c), the change being the mean
+  absolute difference of the standardised grey picture, 3 numbers. Motion that is smooth at the
+  sampling rate accumulates: two steps change the picture up to twice as much as one (log 2 = 0.69).
+  Content that moves fast between samples (fast-forward; a shake faster than the sampling) has
+  already changed all it will after one step, and a second adds nothing (near 0). A ratio of two
+  changes of the same picture, it does not depend on how textured the picture is, as the change
+  itself does. Steps 0 and 1 (no frame two steps back) are zero.
 - `rgbdiff`: the colour frame difference at 32 x 32 px (TSN's RGB-difference modality), 3 x 32 x 32
   = 3072 numbers per step, for a small CNN in the head (heads.DiffCNN) that learns end to end which
   changes matter. It is an *image* stream (`image_shape`): the head convolves it instead of reading it
@@ -69,6 +78,14 @@ def _cells(x: torch.Tensor, grid: int) -> torch.Tensor:
     c = s // grid
     lead = x.shape[:-2]
     return x.reshape(*lead, grid, c, grid, c).mean(dim=(-3, -1)).reshape(*lead, grid * grid)
+
+
+def _standardised_greys(frames: torch.Tensor, sides: tuple[int, ...], resize: _Resizer) -> list[torch.Tensor]:
+    """(B, T, 3, S, S) -> per side, (B, T, side, side): the grey picture area-averaged to that side,
+    each frame standardised (zero mean, unit variance: a change of light alone does not move it)."""
+    b, t, s = frames.shape[0], frames.shape[1], int(frames.shape[-1])
+    grey = frames.float().mean(dim=2).reshape(b * t, s, s)                     # (N, S, S)
+    return [standardise(resize(grey, side)).reshape(b, t, side, side) for side in sides]
 
 
 class PhotometricStream(nn.Module):
@@ -133,16 +150,45 @@ class SpeedStream(nn.Module):
         b, t = frames.shape[0], frames.shape[1]
         if t < 2:
             return frames.new_zeros(b, t, self.out_dim, dtype=torch.float32)
-        s = int(frames.shape[-1])
-        grey = frames.float().mean(dim=2).reshape(b * t, s, s)                  # (N, S, S)
         energy = []
-        for side in self.scales:
-            g = standardise(self._resize(grey, side)).reshape(b, t, side, side)
+        for g in _standardised_greys(frames, self.scales, self._resize):      # (B, T, side, side) each
             change = (g[:, 1:] - g[:, :-1]).abs().flatten(0, 1)                 # (B*(T-1), side, side)
             energy.append(_cells(change, self.grid).reshape(b, t - 1, -1))      # (B, T-1, G*G)
         energy = torch.cat(energy, dim=2)                                       # (B, T-1, scales*G*G)
         energy = torch.cat([energy.new_zeros(b, 1, energy.shape[2]), energy], dim=1)
         return torch.cat([self.match(frames), energy], dim=2)                   # (B, T, M)
+
+
+TEMPO_FLOOR = 0.02   # added to both changes (standardised grey units) before their ratio: a still picture is 0
+
+
+class TempoStream(nn.Module):
+    """(B, T, 3, S, S) -> (B, T, len(scales)): per scale, log((change over steps t-2..t + c) /
+    (change over steps t-1..t + c)) of the standardised grey picture."""
+
+    image_shape = None
+
+    def __init__(self, *, scales: tuple[int, ...] = (32, 16, 8)):
+        super().__init__()
+        self.scales = tuple(scales)
+        self.out_dim = len(self.scales)
+        self._resize = _Resizer()
+
+    def cache_id(self) -> str:
+        """The stream's name in feature-cache folders."""
+        return f"tempo{'-'.join(map(str, self.scales))}"
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t = frames.shape[0], frames.shape[1]
+        if t < 3:
+            return frames.new_zeros(b, t, self.out_dim, dtype=torch.float32)
+        ratios = []
+        for g in _standardised_greys(frames, self.scales, self._resize):      # (B, T, side, side) each
+            one = (g[:, 2:] - g[:, 1:-1]).abs().mean(dim=(2, 3))                # (B, T-2)
+            two = (g[:, 2:] - g[:, :-2]).abs().mean(dim=(2, 3))                 # (B, T-2)
+            ratios.append(torch.log((two + TEMPO_FLOOR) / (one + TEMPO_FLOOR)))
+        r = torch.stack(ratios, dim=2)                                          # (B, T-2, scales)
+        return torch.cat([r.new_zeros(b, 2, self.out_dim), r], dim=1)           # (B, T, scales)
 
 
 class RGBDiffStream(nn.Module):

@@ -122,7 +122,8 @@ def head_options(config: ModelConfig, motion: nn.Module | None) -> dict:
                 stream_bottleneck=config.stream_bottleneck if per_stream else 0,
                 modality_dropout=config.modality_dropout,
                 stream_summaries=motion.summary_matrices() if per_stream and config.stream_summary else None,
-                stream_stats=bool(per_stream and config.stream_summary and config.stream_stats))
+                stream_stats=bool(per_stream and config.stream_summary and config.stream_stats),
+                stats_norm=bool(config.stats_norm))
 
 
 def fold_batchnorm(module: nn.Module) -> int:

@@ -32,7 +32,9 @@ class FrameEmbed(nn.Module):
     set by `set_summaries`) adds their concatenation through one more Linear, and `stream_stats` their
     running statistics (`running_stats`: mean, mean magnitude, maximum, minimum and unsteadiness over
     the steps so far) through another: how fast, how much, how suddenly and how unevenly the picture
-    has changed, read directly.
+    has changed, read directly. `stats_norm` standardises each statistic first (`StepNorm`): they
+    differ in offset and scale (a mean magnitude is all positive, a running mean centred), and what
+    tells two classes apart is often a small shift of one of them.
     `modality_dropout` hides each temporal stream (each projected vector stream, or the one joint
     projection, the summary, the statistics and the image stream) from that share of the training
     clips, independently, but never all of them from one clip: with a few dozen clips per class a head
@@ -42,7 +44,8 @@ class FrameEmbed(nn.Module):
                  stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
                  stream_norm: bool = False, stream_dims: list[int] | None = None,
                  stream_bottleneck: int = 0, modality_dropout: float = 0.0,
-                 stream_summaries: list[int] | None = None, stream_stats: bool = False):
+                 stream_summaries: list[int] | None = None, stream_stats: bool = False,
+                 stats_norm: bool = False):
         super().__init__()
         if not 0 <= stream_dropout < 1:
             raise ValueError(f"stream_dropout must be in [0, 1), got {stream_dropout}")
@@ -92,8 +95,9 @@ class FrameEmbed(nn.Module):
         # running statistics of the summaries over the steps so far (`running_stats`), one more Linear
         self.stats = None
         if stream_stats and self.summary_dims is not None:
-            self.stats = nn.Sequential(nn.Dropout(dropout),
-                                       nn.Linear(STATS * sum(self.summary_dims), hidden), *norm)
+            width = STATS * sum(self.summary_dims)
+            self.stats = nn.Sequential(*([StepNorm(width)] if stats_norm else []), nn.Dropout(dropout),
+                                       nn.Linear(width, hidden), *norm)
         if image_dim:
             self.image_shape = tuple(image_shape)
             self.image = nn.Sequential(DiffCNN(self.image_shape, hidden), *norm)
@@ -198,6 +202,24 @@ def running_stats(s: torch.Tensor) -> torch.Tensor:
     stats = torch.cat([mean, magnitude, torch.stack(hi, dim=1), torch.stack(lo, dim=1), unsteady],
                       dim=2)                                                 # (B, T-1, 5K)
     return torch.cat([stats.new_zeros(b, 1, STATS * k), stats], dim=1)       # (B, T, 5K)
+
+
+class StepNorm(nn.Module):
+    """(..., K) -> (..., K): each of the K numbers standardised over all steps of the batch in training
+    (a BatchNorm1d over the rows), by its running mean and variance in evaluation: a fixed affine map
+    per number, the same for every step and clip, so causality holds and it exports as one."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])                                    # (B*T, K)
+        if self.training and rows.shape[0] < 2:   # one row has no variance: use the running statistics
+            n = self.norm
+            return F.batch_norm(rows, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0,
+                                n.eps).reshape(x.shape)
+        return self.norm(rows).reshape(x.shape)
 
 
 class FixedLinear(nn.Module):

@@ -66,7 +66,8 @@ class TemporalHead(nn.Module):
                  stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
                  stream_norm: bool = False, stream_dims: list[int] | None = None,
                  stream_bottleneck: int = 0, modality_dropout: float = 0.0,
-                 stream_summaries: list[torch.Tensor] | None = None, stream_stats: bool = False):
+                 stream_summaries: list[torch.Tensor] | None = None, stream_stats: bool = False,
+                 stats_norm: bool = False):
         super().__init__()
         if (in_dim < 1 or num_classes < 1 or hidden < 1 or layers < 1 or not 0 <= dropout < 1
                 or not 0 <= motion_dim < in_dim):
@@ -83,7 +84,7 @@ class TemporalHead(nn.Module):
                                 stream_dims=stream_dims, stream_bottleneck=stream_bottleneck,
                                 modality_dropout=modality_dropout,
                                 stream_summaries=[m.shape[1] for m in stream_summaries] if stream_summaries else None,
-                                stream_stats=stream_stats)
+                                stream_stats=stream_stats, stats_norm=stats_norm)
         if stream_summaries:
             self.embed.set_summaries(stream_summaries)
 
@@ -298,15 +299,18 @@ def build_head(name: str, in_dim: int, num_classes: int, *, hidden: int = 128, l
                stream_dropout: float = 0.0, image_shape: tuple[int, int, int] | None = None,
                stream_norm: bool = False, stream_dims: list[int] | None = None,
                stream_bottleneck: int = 0, modality_dropout: float = 0.0,
-               stream_summaries: list[torch.Tensor] | None = None, stream_stats: bool = False) -> TemporalHead:
+               stream_summaries: list[torch.Tensor] | None = None, stream_stats: bool = False,
+               stats_norm: bool = False) -> TemporalHead:
     """The registered head `name` (see `list_heads()`); the last `motion_dim` of the `in_dim` input
     dimensions are the motion stream (read by every head but `per_frame`; `stream_dropout`,
-    `stream_dims`, `stream_bottleneck`, `modality_dropout`, `stream_summaries`, `stream_stats`: FrameEmbed)."""
+    `stream_dims`, `stream_bottleneck`, `modality_dropout`, `stream_summaries`, `stream_stats`,
+    `stats_norm`: FrameEmbed)."""
     return HEADS.get(name)(in_dim, num_classes, hidden=hidden, layers=layers, dropout=dropout,
                            bidirectional=bidirectional, motion_dim=motion_dim, stream_dropout=stream_dropout,
                            image_shape=image_shape, stream_norm=stream_norm, stream_dims=stream_dims,
                            stream_bottleneck=stream_bottleneck, modality_dropout=modality_dropout,
-                           stream_summaries=stream_summaries, stream_stats=stream_stats)
+                           stream_summaries=stream_summaries, stream_stats=stream_stats,
+                           stats_norm=stats_norm)
 
 
 def list_heads() -> list[str]:

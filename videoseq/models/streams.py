@@ -12,6 +12,7 @@ evidence: `per_frame` never reads any of them (heads.py, `reads_motion`).
 - blockmatch   displacement per cell of a 4x4 grid at 64/32/16 px, +-3 px (motion.py), 144
 - photometric  change of colour means and log contrast, whole frame + 2x2 grid (changes.py), 20
 - speed        coarse block matching (2x2 grid, 32/16/8 px) + content change per cell (changes.py), 48
+- tempo        log ratio of the picture's change over two steps to that over one, 3 scales (changes.py), 3
 - rgbdiff      the colour frame difference at 32x32 px, for a learned CNN (changes.py), 3072
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from videoseq.models.changes import PhotometricStream, RGBDiffStream, SpeedStream
+from videoseq.models.changes import PhotometricStream, RGBDiffStream, SpeedStream, TempoStream
 from videoseq.models.motion import BlockMatchMotion
 from videoseq.registry import Registry
 
@@ -29,6 +30,7 @@ MOTIONS: Registry[type[nn.Module]] = Registry("motion")
 MOTIONS.register("blockmatch")(BlockMatchMotion)
 MOTIONS.register("photometric")(PhotometricStream)
 MOTIONS.register("speed")(SpeedStream)
+MOTIONS.register("tempo")(TempoStream)
 MOTIONS.register("rgbdiff")(RGBDiffStream)
 
 
