@@ -314,6 +314,30 @@ def test_the_statistics_norm_is_fixed_in_evaluation_and_keeps_heads_causal():
         torch.testing.assert_close(head(x[:, :4]), head(x, torch.arange(T)[None, :].expand(4, -1) < 4))
 
 
+@pytest.mark.parametrize("name", ["lstm", "conv1d"])
+def test_stats_norm_ignores_padded_steps_in_training(name):
+    """A padded clip's padded steps enter neither the batch statistics of the statistics' norm nor its
+    running ones: whatever they hold, a training step gives the same outputs and the same running
+    mean and variance."""
+    torch.manual_seed(0)
+    head = build_head(name, D + 6, C, hidden=8, dropout=0.0, motion_dim=6, stream_dims=DIMS,
+                      stream_summaries=SUMMARIES, stream_stats=True, stats_norm=True)
+    norm = head.embed.stats[0].norm
+    x = torch.randn(4, T, D + 6)
+    mask = torch.arange(T)[None, :] < torch.tensor([T, T - 2, 3, T])[:, None]      # (4, T)
+    other = x.clone()
+    other[~mask] = 100.0 * torch.randn_like(other[~mask])                          # padding far off
+    head.train()
+    runs = []
+    for clip in (x, other):
+        norm.reset_running_stats()
+        out = head(clip, mask)
+        runs.append((out, norm.running_mean.clone(), norm.running_var.clone()))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b)
+    assert runs[0][1].abs().sum() > 0
+
+
 def test_running_stats_are_causal_and_exact():
     """At step t: mean, mean magnitude, maximum and minimum of steps 1..t of each number and the mean
     absolute change between consecutive steps of 2..t (step 0, where no stream has a previous frame, is

@@ -123,7 +123,9 @@ class FrameEmbed(nn.Module):
             keep = keep | (none[:, None] & (torch.arange(k, device=device)[None, :] == pick[:, None]))
         return keep
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) bool, True on valid steps (None: all valid; only the statistics'
+        norm reads it, in training) -> (B, T, H)."""
         h = self.appearance(x[..., :self.appearance_dim])                   # (B, T, H)
         if self.motion_dim:
             p = self.stream_dropout
@@ -138,7 +140,10 @@ class FrameEmbed(nn.Module):
                                    dim=-1)                                  # (B, T, K)
                 parts.append(self.summary(pooled))
                 if self.stats is not None:
-                    parts.append(self.stats(running_stats(pooled)))         # (B, T, 5K) -> (B, T, H)
+                    z = running_stats(pooled)                               # (B, T, 5K)
+                    for layer in self.stats:
+                        z = layer(z, mask) if isinstance(layer, StepNorm) else layer(z)
+                    parts.append(z)                                         # (B, T, H)
             if self.image is not None:
                 start = self.appearance_dim + self.vector_dim
                 parts.append(self.image(x[..., start:start + self.motion_dim - self.vector_dim]))
@@ -205,21 +210,34 @@ def running_stats(s: torch.Tensor) -> torch.Tensor:
 
 
 class StepNorm(nn.Module):
-    """(..., K) -> (..., K): each of the K numbers standardised over all steps of the batch in training
-    (a BatchNorm1d over the rows), by its running mean and variance in evaluation: a fixed affine map
-    per number, the same for every step and clip, so causality holds and it exports as one."""
+    """(..., K) -> (..., K): each of the K numbers standardised over all valid steps of the batch in
+    training (a BatchNorm1d over the rows; padded steps, given by `mask`, neither enter the batch
+    statistics nor the running ones, and come out zero), by its running mean and variance in
+    evaluation: a fixed affine map per number, the same for every step and clip, so causality holds
+    and it exports as one."""
 
     def __init__(self, k: int):
         super().__init__()
         self.norm = nn.BatchNorm1d(k)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., K), mask (...) bool, True on valid steps (None: all valid) -> (..., K)."""
         rows = x.reshape(-1, x.shape[-1])                                    # (B*T, K)
-        if self.training and rows.shape[0] < 2:   # one row has no variance: use the running statistics
+        if not self.training:
+            return self.norm(rows).reshape(x.shape)
+        valid = None if mask is None else mask.reshape(-1)                   # (B*T,)
+        if valid is not None and bool(valid.all()):
+            valid = None
+        n_valid = rows.shape[0] if valid is None else int(valid.sum())
+        if n_valid < 2:                  # one row has no variance: use the running statistics
             n = self.norm
             return F.batch_norm(rows, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0,
                                 n.eps).reshape(x.shape)
-        return self.norm(rows).reshape(x.shape)
+        if valid is None:
+            return self.norm(rows).reshape(x.shape)
+        out = rows.new_zeros(rows.shape)
+        out[valid] = self.norm(rows[valid])                                  # (n_valid, K)
+        return out.reshape(x.shape)
 
 
 class FixedLinear(nn.Module):

@@ -168,7 +168,8 @@ class RecurrentHead(TemporalHead):
 
     def _run(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> outputs (B, T, H*dirs) zero past each length, final hidden (layers*dirs, B, H)."""
-        h = self.embed(x)                                                    # (B, T, H)
+        steps = torch.arange(x.shape[1], device=x.device)
+        h = self.embed(x, steps[None, :] < lengths[:, None])                 # (B, T, H)
         if torch.jit.is_tracing() and not self.bidirectional:
             return self._run_unpacked(h, lengths)
         packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -255,7 +256,7 @@ class Conv1dHead(TemporalHead):
     def step_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, H), zero on padded steps, which therefore never leak into valid ones."""
         keep = mask[:, None, :].to(x.dtype)                                  # (B, 1, T)
-        z = self.embed(x).transpose(1, 2) * keep                             # (B, H, T)
+        z = self.embed(x, mask).transpose(1, 2) * keep                       # (B, H, T)
         for conv in self.convs:
             pad = (self.kernel - 1) * conv.dilation[0]
             padding = (pad // 2, pad - pad // 2) if self.bidirectional else (pad, 0)
